@@ -1,0 +1,57 @@
+/* cli/main.c — the popk executable: dispatch to subcommands. */
+#include "cli/cli.h"
+
+#include <stdio.h>
+#include <string.h>
+
+static const struct {
+    const char *name;
+    popk_cli_fn fn;
+    const char *summary;
+} commands[] = {
+    {"data", popk_cmd_data, "read a NONMEM-format dataset and summarise it"},
+    {"check", popk_cmd_check, "validate a model file (and a dataset against it)"},
+    {"predict", popk_cmd_predict, "predict concentrations and amounts for a dataset"},
+};
+
+static void usage(FILE *out)
+{
+    fprintf(out, "usage: popk COMMAND [ARGS...]\n\ncommands:\n");
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        fprintf(out, "  %-10s %s\n", commands[i].name, commands[i].summary);
+    fprintf(out, "\n'popk COMMAND --help' describes a command. popk %s\n", POPK_VERSION);
+}
+
+void popk_cli_report(const popk_error *err)
+{
+    char buf[1024];
+    fprintf(stderr, "%s\n", popk_error_format(err, buf, sizeof buf));
+    if (err && err->context[0]) {
+        fprintf(stderr, "  %s\n  ", err->context);
+        for (int i = 1; i < err->column && err->context[i - 1]; i++)
+            fputc(err->context[i - 1] == '\t' ? '\t' : ' ', stderr);
+        fputs("^\n", stderr);
+    }
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        usage(stderr);
+        return POPK_EXIT_INPUT;
+    }
+    if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
+        usage(stdout);
+        return POPK_EXIT_OK;
+    }
+    if (!strcmp(argv[1], "--version")) {
+        printf("popk %s\n", POPK_VERSION);
+        return POPK_EXIT_OK;
+    }
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        if (!strcmp(argv[1], commands[i].name))
+            return commands[i].fn(argc - 1, argv + 1);
+    fprintf(stderr, "popk: unknown command '%s'\n", argv[1]);
+    usage(stderr);
+    return POPK_EXIT_INPUT;
+}

@@ -1,0 +1,70 @@
+/* data/data.h — NONMEM-format datasets in memory: subjects as contiguous blocks of
+ * time-ordered event records, covariates in a column store. One allocation per array,
+ * none per record. See docs/dataset-format.md for the file rules. */
+#ifndef POPK_DATA_H
+#define POPK_DATA_H
+
+#include <stddef.h>
+
+#include "popk.h"
+
+/* Standard NONMEM items. Absent columns take NONMEM's defaults (0, except EVID/MDV derived
+ * and CMT 0 = "the model's default compartment"). */
+typedef struct {
+    double time;
+    double dv;      /* NaN when missing ('.') on an observation record */
+    double amt;
+    double rate;
+    double ii;
+    int evid;       /* 0 obs, 1 dose, 2 other, 3 reset, 4 reset and dose */
+    int mdv;
+    int cmt;        /* 0 = default compartment; negative = turn off (NONMEM) */
+    int ss;         /* 0, 1, 2 */
+    int addl;
+    int dvid;       /* 0 when absent */
+    int line;       /* 1-based line in the source file */
+} popk_record;
+
+typedef struct {
+    double id;
+    size_t first;   /* index of the subject's first record */
+    size_t n;       /* number of records */
+    size_t nobs;    /* records with EVID 0 and MDV 0 */
+} popk_subject;
+
+typedef enum { POPK_COV_NUMERIC, POPK_COV_CATEGORICAL } popk_cov_kind;
+
+typedef struct {
+    char *name;              /* as in the header (original case) */
+    popk_cov_kind kind;
+    int nlevels;             /* categorical: text levels in order of first appearance */
+    char **levels;           /* values hold the level index 0..nlevels-1 as a double */
+    double *values;          /* nrec values; NaN = missing */
+} popk_covariate;
+
+typedef struct popk_data {
+    char *path;
+    size_t nrec, nsub, ncov;
+    popk_record *rec;        /* nrec records in file order (subjects contiguous) */
+    popk_subject *sub;       /* nsub subjects */
+    popk_covariate *cov;     /* ncov covariates (every column that is not a NONMEM item) */
+    int has_col[16];         /* which standard items were present (popk_item index) */
+} popk_data;
+
+/* Indices into has_col. */
+enum {
+    POPK_ITEM_ID, POPK_ITEM_TIME, POPK_ITEM_DV, POPK_ITEM_AMT, POPK_ITEM_EVID, POPK_ITEM_MDV,
+    POPK_ITEM_CMT, POPK_ITEM_RATE, POPK_ITEM_II, POPK_ITEM_ADDL, POPK_ITEM_SS, POPK_ITEM_DVID,
+    POPK_ITEM_N
+};
+
+/* Read a dataset. On any problem returns NULL and sets err to FILE:LINE:COLUMN: message. */
+popk_data *popk_data_read(const char *path, popk_error *err);
+/* Same from memory (name is used in messages). */
+popk_data *popk_data_parse(const char *name, const char *buf, size_t len, popk_error *err);
+void popk_data_free(popk_data *d);
+
+/* Index of a covariate by case-insensitive name, or -1. */
+int popk_data_find_cov(const popk_data *d, const char *name);
+
+#endif

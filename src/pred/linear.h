@@ -1,0 +1,40 @@
+/* pred/linear.h — closed-form solutions of linear 1-, 2- and 3-compartment systems with an
+ * optional first-order depot (NONMEM ADVAN1-4, 11, 12), on doubles and dual numbers.
+ *
+ * Compartment order in every amount vector: [depot,] central, peripheral 1, peripheral 2.
+ * The system is dA/dt = K A + R with R a vector of constant zero-order inputs (infusions)
+ * over the step. The state is advanced over a step in closed form (not by superposition of
+ * doses), so event loops can apply doses, resets and rate changes between steps. */
+#ifndef POPK_PRED_LINEAR_H
+#define POPK_PRED_LINEAR_H
+
+#include "util/dual.h"
+
+typedef struct {
+    int ncmt;       /* 1, 2 or 3 (central + peripherals) */
+    int depot;      /* 1: a depot precedes the central compartment */
+    int nd;         /* number of derivative directions carried (0 = plain values) */
+    /* micro-constants (first-order rate constants, 1/time); unused ones are zero */
+    popk_dual k10, k12, k21, k13, k31, ka;
+} popk_linsys;
+
+/* Number of compartments in the amount vector. */
+static inline int popk_linsys_n(const popk_linsys *s) { return s->ncmt + (s->depot ? 1 : 0); }
+
+/* Micro-constants from clearance form: k10 = CL/V, k12 = Q2/V, k21 = Q2/V2, k13 = Q3/V,
+ * k31 = Q3/V3 (NULL for absent ones). */
+void popk_linsys_from_clearances(popk_linsys *s, const popk_dual *cl, const popk_dual *v,
+                                 const popk_dual *q2, const popk_dual *v2,
+                                 const popk_dual *q3, const popk_dual *v3,
+                                 const popk_dual *ka);
+
+/* Advance amounts A (popk_linsys_n entries) by dt >= 0 with constant inputs R (same length;
+ * NULL = none). Exact for any rate constants, including ka equal to a disposition eigenvalue
+ * (confluent case handled without loss of accuracy). Returns 0, or -1 when the constants are
+ * not a valid system (negative, NaN). */
+int popk_linsys_advance(const popk_linsys *s, popk_dual *A, const popk_dual *R, popk_dual dt);
+
+/* Plain-double fast path with the same contract (s->nd ignored; uses .v of the constants). */
+int popk_linsys_advance_d(const popk_linsys *s, double *A, const double *R, double dt);
+
+#endif
