@@ -785,7 +785,7 @@ popk_status popk_pred_subject(popk_pred_ws *ws, const popk_model *m, const popk_
     int stride = 1 + nd;
     memset(ws->slots, 0, sizeof(double) * (size_t)m->nslots * stride);
     for (int k = 0; k < m->ntheta; k++)
-        slot_ptr(ws, m->theta_slot + k)[0] = theta[k];
+        slot_ptr(ws, m->theta_slot + k)[0] = theta ? theta[k] : m->theta[k].init;
     for (int k = 0; k < m->neta; k++)
         slot_ptr(ws, m->eta_slot + k)[0] = eta ? eta[k] : 0.0;
     for (int j = 0; j < nd; j++) {

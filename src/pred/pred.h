@@ -47,8 +47,8 @@ typedef struct {
     const double *amt;
 } popk_pred_result;
 
-/* Predict subject s of d (bound to m by b) at the given thetas and etas (etas may be NULL:
- * all zero). On failure (solver, non-finite individual parameter, invalid system) returns
+/* Predict subject s of d (bound to m by b) at the given thetas (NULL: the model's initial
+ * values) and etas (NULL: all zero). On failure (solver, non-finite individual parameter, invalid system) returns
  * an error naming the subject ID, time and cause. */
 popk_status popk_pred_subject(popk_pred_ws *ws, const popk_model *m, const popk_data *d,
                               const popk_binding *b, size_t s, const double *theta,
