@@ -563,7 +563,7 @@ static popk_status parse_record(parser *P, int line, const char *ls, const char 
     rec->dvid = iv[POPK_ITEM_DVID];
 
     int dv_missing = missing[POPK_ITEM_DV] && d->has_col[POPK_ITEM_DV];
-    int dose_like = rec->amt > 0 || (rec->amt == 0 && rec->rate > 0 && rec->ss == 1);
+    int dose_like = rec->amt > 0 || rec->rate != 0;
     int mdv = d->has_col[POPK_ITEM_MDV] ? iv[POPK_ITEM_MDV] : (dose_like || dv_missing);
     rec->evid = d->has_col[POPK_ITEM_EVID] ? iv[POPK_ITEM_EVID] : dose_like ? 1 : mdv ? 2 : 0;
     rec->mdv = d->has_col[POPK_ITEM_MDV] ? iv[POPK_ITEM_MDV] : (rec->evid != 0 || dv_missing);
@@ -577,6 +577,12 @@ static popk_status parse_record(parser *P, int line, const char *ls, const char 
     }
 
     int dose = rec->evid == 1 || rec->evid == 4;
+    if (!dose && rec->amt != 0)
+        return fail(P, POPK_ERR_DATA, line, ls, at[POPK_ITEM_AMT],
+                    "AMT %.15g on a record that is not a dose (EVID %d)", rec->amt, rec->evid);
+    if (!dose && rec->rate != 0)
+        return fail(P, POPK_ERR_DATA, line, ls, at[POPK_ITEM_RATE],
+                    "RATE %.15g on a record that is not a dose (EVID %d)", rec->rate, rec->evid);
     if (!dose && rec->ss != 0)
         return fail(P, POPK_ERR_DATA, line, ls, at[POPK_ITEM_SS],
                     "SS %d on a record that is not a dose (EVID %d)", rec->ss, rec->evid);
