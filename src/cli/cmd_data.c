@@ -70,6 +70,20 @@ static size_t merge_keys(key_count *k, size_t n)
     return m + 1;
 }
 
+/* Count into the distinct keys seen so far while they are few (the usual case); past that,
+ * append and let merge_keys sort. */
+static void add_key(key_count *k, size_t *n, int key, size_t obs, size_t doses)
+{
+    if (*n <= 16)
+        for (size_t i = 0; i < *n; i++)
+            if (k[i].key == key) {
+                k[i].obs += obs;
+                k[i].doses += doses;
+                return;
+            }
+    k[(*n)++] = (key_count){key, obs, doses};
+}
+
 static void summary_free(summary *s, const popk_data *d)
 {
     free(s->cmt);
@@ -104,9 +118,9 @@ static int summarise(const popk_data *d, summary *s)
         s->tmin = fmin(s->tmin, r->time);
         s->tmax = fmax(s->tmax, r->time);
         if (obs || dose)
-            s->cmt[s->ncmt++] = (key_count){r->cmt, (size_t)obs, (size_t)dose};
+            add_key(s->cmt, &s->ncmt, r->cmt, (size_t)obs, (size_t)dose);
         if (obs)
-            s->dvid[s->ndvid++] = (key_count){r->dvid, 1, 0};
+            add_key(s->dvid, &s->ndvid, r->dvid, 1, 0);
     }
     s->ncmt = merge_keys(s->cmt, s->ncmt);
     s->ndvid = merge_keys(s->dvid, s->ndvid);
