@@ -466,6 +466,9 @@ static popk_status parse_record(parser *P, int line, const char *ls, const char 
         num_kind k = NUM_MISSING;
         int item = P->col_item[c];
         int j = P->col_cov[c];
+        if (fc->s < fc->e && (*fc->s == '"' || *fc->s == '\''))
+            return fail(P, POPK_ERR_DATA, line, ls, fc->s,
+                        "quotes are not supported: write values without quotes");
         if (item < 0 && P->cov_kind[j] == POPK_COV_CATEGORICAL) {
             if (fc->s == fc->e || (fc->e - fc->s == 1 && *fc->s == '.')) {
                 d->cov[j].values[r] = NAN;
@@ -492,9 +495,6 @@ static popk_status parse_record(parser *P, int line, const char *ls, const char 
         if (k == NUM_RANGE)
             return fail(P, POPK_ERR_DATA, line, ls, fc->s,
                         "number %.*s in column %s is out of range", shown_len(fc), fc->s, colname);
-        if (fc->s < fc->e && (*fc->s == '"' || *fc->s == '\''))
-            return fail(P, POPK_ERR_DATA, line, ls, fc->s,
-                        "quotes are not supported: write values without quotes");
         if (item >= 0) {
             if (k == NUM_TEXT)
                 return fail(P, POPK_ERR_DATA, line, ls, fc->s,

@@ -260,6 +260,34 @@ static void test_generated_bad(void)
     run_free(&r);
 }
 
+/* Per-compartment counts with more compartments than the summary's fast path holds. */
+static void test_many_compartments(void)
+{
+    enum { NCMT = 40 };
+    char text[NCMT * 64 + 64];
+    size_t len = (size_t)sprintf(text, "ID,TIME,DV,AMT,CMT\n");
+    /* Compartments in a scrambled order: c gets one dose and c % 3 observations. */
+    for (int k = 0; k < NCMT; k++) {
+        int c = 1 + (k * 17) % NCMT;
+        len += (size_t)sprintf(text + len, "1,%d,0,10,%d\n", k, c);
+        for (int o = 0; o < c % 3; o++)
+            len += (size_t)sprintf(text + len, "1,%d,1.5,0,%d\n", k, c);
+    }
+    CU_ASSERT_EQUAL_FATAL(write_file("cmts.csv", text, len), 0);
+    const char *args[] = {"data", "--json", "cmts.csv", NULL};
+    run_result r = run_popk(tmpdir, args);
+    CU_ASSERT_EQUAL(r.status, 0);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(r.out);
+    char want[NCMT * 64 + 64];
+    size_t w = (size_t)sprintf(want, " \"compartments\": [");
+    for (int c = 1; c <= NCMT; c++)
+        w += (size_t)sprintf(want + w, "%s{\"cmt\": %d, \"observations\": %d, \"doses\": 1}",
+                             c > 1 ? ", " : "", c, c % 3);
+    sprintf(want + w, "],\n");
+    CU_ASSERT_PTR_NOT_NULL(strstr(r.out, want));
+    run_free(&r);
+}
+
 static int suite_init(void)
 {
     const char *base = getenv("TMPDIR");
@@ -270,7 +298,7 @@ static int suite_init(void)
 static int suite_clean(void)
 {
     static const char *files[] = {"stdout",  "stderr",  "long-line.csv", "many-columns.csv",
-                                  "nul.csv", "garbage.png", "edge.csv"};
+                                  "nul.csv", "garbage.png", "edge.csv",    "cmts.csv"};
     char path[512];
     for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
         snprintf(path, sizeof path, "%s/%s", tmpdir, files[i]);
@@ -292,5 +320,6 @@ int main(void)
     CU_add_test(s, "usage", test_usage);
     CU_add_test(s, "bad_corpus", test_bad_corpus);
     CU_add_test(s, "generated_bad", test_generated_bad);
+    CU_add_test(s, "many_compartments", test_many_compartments);
     return popk_test_run();
 }
