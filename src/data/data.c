@@ -17,6 +17,7 @@
 #define MAX_LINE_BYTES (1u << 20)
 #define MAX_COLUMNS 4096
 #define MAX_RECORDS ((size_t)INT32_MAX - 1)
+#define MAX_FILE_BYTES ((size_t)1 << 33)
 
 static const char *const item_names[POPK_ITEM_N] = {
     "ID", "TIME", "DV", "AMT", "EVID", "MDV", "CMT", "RATE", "II", "ADDL", "SS", "DVID",
@@ -792,16 +793,26 @@ popk_data *popk_data_read(const char *path, popk_error *err)
             popk_error_set(err, POPK_ERR_IO, path, 0, 0, "is a directory, not a dataset file");
             return NULL;
         }
-        if (S_ISREG(stb.st_mode) && (uintmax_t)stb.st_size < SIZE_MAX - 1)
-            cap = (size_t)stb.st_size + 1;
+        if (S_ISREG(stb.st_mode) && (uintmax_t)stb.st_size < MAX_FILE_BYTES)
+            cap = (size_t)stb.st_size + 1; /* + 1 so that a full read proves end of file */
     }
-    char *buf = malloc(cap);
+    char *buf = malloc(cap + 1); /* + 1 for the terminating NUL the parser relies on */
     size_t len = 0;
     while (buf) {
-        len += fread(buf + len, 1, cap - len, fp);
-        if (len < cap)
+        size_t got = fread(buf + len, 1, cap - len, fp);
+        /* A NUL byte already decides the outcome: stop, so /dev/zero and the like end. */
+        int has_nul = memchr(buf + len, '\0', got) != NULL;
+        len += got;
+        if (len < cap || has_nul)
             break;
-        char *bigger = cap < SIZE_MAX / 2 ? realloc(buf, cap * 2) : NULL;
+        if (len >= MAX_FILE_BYTES) {
+            free(buf);
+            fclose(fp);
+            popk_error_set(err, POPK_ERR_LIMIT, path, 0, 0, "file larger than %llu bytes",
+                           (unsigned long long)MAX_FILE_BYTES);
+            return NULL;
+        }
+        char *bigger = cap < SIZE_MAX / 4 ? realloc(buf, cap * 2 + 1) : NULL;
         if (!bigger) {
             free(buf);
             buf = NULL;

@@ -249,6 +249,10 @@ static void test_generated_bad(void)
                              "garbage.png:1:1: invalid UTF-8 (byte 0x89): is this a binary file?\n"));
     free(buf);
 
+    /* An endless stream of NUL bytes ends at the first one. */
+    if (access("/dev/zero", R_OK) == 0)
+        CU_ASSERT_TRUE(check_bad(tmpdir, "/dev/zero", "/dev/zero:1:1: NUL byte: this is not a text file\n"));
+
     /* Accepted edge cases: no final newline, CRLF, BOM, -0. */
     static const char edge[] = "\xEF\xBB\xBFID,TIME,DV\r\n1,-0,5\r\n1,1,4";
     CU_ASSERT_EQUAL_FATAL(write_file("edge.csv", edge, sizeof edge - 1), 0);
