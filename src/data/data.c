@@ -44,13 +44,13 @@ typedef struct {
     const char *name;
     const char *buf, *end;
     popk_error *err;
-    int comma;            /* comma-separated; otherwise blanks separate fields */
+    int comma; /* comma-separated; otherwise blanks separate fields */
     size_t ncol;
-    int *col_item;        /* standard item of each column, or -1 */
-    int *col_cov;         /* covariate of each column, or -1 */
-    int *cov_kind;        /* COV_UNDECIDED or popk_cov_kind */
-    level_table *levels;  /* one per covariate */
-    field *fields;        /* MAX_COLUMNS + 1 */
+    int *col_item;       /* standard item of each column, or -1 */
+    int *col_cov;        /* covariate of each column, or -1 */
+    int *cov_kind;       /* COV_UNDECIDED or popk_cov_kind */
+    level_table *levels; /* one per covariate */
+    field *fields;       /* MAX_COLUMNS + 1 */
     popk_data *d;
     size_t rec_cap;
 } parser;
@@ -83,7 +83,6 @@ static popk_status fail(parser *P, popk_status code, int line, const char *line_
 static popk_status check_bytes(parser *P, const char *start)
 {
     const unsigned char *p = (const unsigned char *)start, *end = (const unsigned char *)P->end;
-    const char *bad = NULL;
     const char *why = NULL;
     unsigned badbyte = 0;
     while (p < end) {
@@ -101,20 +100,25 @@ static popk_status check_bytes(parser *P, const char *start)
                 p++;
                 continue;
             }
-            bad = (const char *)p, why = "carriage return inside a line (only CRLF or LF line ends are accepted)";
+            why = "carriage return inside a line (only CRLF or LF line ends are accepted)";
             break;
         }
         if (c == 0) {
-            bad = (const char *)p, why = "NUL byte: this is not a text file";
+            why = "NUL byte: this is not a text file";
             break;
         }
         if (c < 0x80) {
-            bad = (const char *)p, badbyte = c, why = "control character";
+            badbyte = c;
+            why = "control character";
             break;
         }
-        int n = c >= 0xF0 && c <= 0xF4 ? 3 : c >= 0xE0 ? 2 : c >= 0xC2 && c < 0xE0 ? 1 : -1;
-        if (c > 0xF4)
-            n = -1;
+        int n = -1; /* continuation bytes after a valid lead byte */
+        if (c >= 0xC2 && c <= 0xDF)
+            n = 1;
+        else if (c >= 0xE0 && c <= 0xEF)
+            n = 2;
+        else if (c >= 0xF0 && c <= 0xF4)
+            n = 3;
         int ok = n > 0 && end - p > n;
         for (int k = 1; ok && k <= n; k++)
             ok = (p[k] & 0xC0) == 0x80;
@@ -123,13 +127,15 @@ static popk_status check_bytes(parser *P, const char *start)
                    (c == 0xF0 && p[1] < 0x90) || (c == 0xF4 && p[1] >= 0x90)))
             ok = 0;
         if (!ok) {
-            bad = (const char *)p, badbyte = c, why = "invalid UTF-8";
+            badbyte = c;
+            why = "invalid UTF-8";
             break;
         }
         p += n + 1;
     }
-    if (!bad)
+    if (!why)
         return POPK_OK;
+    const char *bad = (const char *)p;
     int line = 1;
     const char *ls = start;
     for (const char *q = start; q < bad; q++)
@@ -309,8 +315,9 @@ static popk_status parse_header(parser *P, int line, const char *ls, const char 
             return fail(P, POPK_ERR_DATA, line, ls, h->s, "empty column name in the header");
         for (const char *q = h->s; q < h->e; q++)
             if (*q == '"' || *q == '\'')
-                return fail(P, POPK_ERR_DATA, line, ls, q,
-                            "quotes are not supported: write column names and values without quotes");
+                return fail(
+                    P, POPK_ERR_DATA, line, ls, q,
+                    "quotes are not supported: write column names and values without quotes");
         double v;
         num_kind k = parse_number(h->s, h->e, &v);
         if (k == NUM_OK || k == NUM_RANGE || (k == NUM_MISSING && h->e - h->s == 1))
@@ -332,7 +339,8 @@ static popk_status parse_header(parser *P, int line, const char *ls, const char 
             d->has_col[item] = 1;
     }
     if (!d->has_col[POPK_ITEM_ID] || !d->has_col[POPK_ITEM_TIME])
-        return fail(P, POPK_ERR_DATA, line, ls, ls, "no %s column in the header (ID and TIME are required)",
+        return fail(P, POPK_ERR_DATA, line, ls, ls,
+                    "no %s column in the header (ID and TIME are required)",
                     d->has_col[POPK_ITEM_ID] ? "TIME" : "ID");
     d->ncov = ncov;
     if (ncov) {
@@ -480,7 +488,8 @@ static popk_status parse_record(parser *P, int line, const char *ls, const char 
             else {
                 int lev = level_of(&P->levels[j], fc->s, (size_t)(fc->e - fc->s));
                 if (lev < 0)
-                    return popk_error_set(P->err, POPK_ERR_NOMEM, P->name, line, 1, "out of memory");
+                    return popk_error_set(P->err, POPK_ERR_NOMEM, P->name, line, 1,
+                                          "out of memory");
                 d->cov[j].values[r] = lev;
                 continue;
             }
@@ -511,7 +520,8 @@ static popk_status parse_record(parser *P, int line, const char *ls, const char 
             if (k == NUM_TEXT) {
                 int lev = level_of(&P->levels[j], fc->s, (size_t)(fc->e - fc->s));
                 if (lev < 0)
-                    return popk_error_set(P->err, POPK_ERR_NOMEM, P->name, line, 1, "out of memory");
+                    return popk_error_set(P->err, POPK_ERR_NOMEM, P->name, line, 1,
+                                          "out of memory");
                 d->cov[j].values[r] = lev;
                 continue;
             }
@@ -538,12 +548,9 @@ static popk_status parse_record(parser *P, int line, const char *ls, const char 
         double lo, hi;
         const char *range;
     } ints[] = {
-        {POPK_ITEM_EVID, 0, 4, "0, 1, 2, 3 or 4"},
-        {POPK_ITEM_MDV, 0, 1, "0 or 1"},
-        {POPK_ITEM_SS, 0, 2, "0, 1 or 2"},
-        {POPK_ITEM_CMT, -1e6, 1e6, "an integer"},
-        {POPK_ITEM_ADDL, 0, 1e9, "an integer >= 0"},
-        {POPK_ITEM_DVID, -1e6, 1e6, "an integer"},
+        {POPK_ITEM_EVID, 0, 4, "0, 1, 2, 3 or 4"},   {POPK_ITEM_MDV, 0, 1, "0 or 1"},
+        {POPK_ITEM_SS, 0, 2, "0, 1 or 2"},           {POPK_ITEM_CMT, -1e6, 1e6, "an integer"},
+        {POPK_ITEM_ADDL, 0, 1e9, "an integer >= 0"}, {POPK_ITEM_DVID, -1e6, 1e6, "an integer"},
     };
     int iv[POPK_ITEM_N] = {0};
     for (size_t i = 0; i < sizeof ints / sizeof ints[0]; i++) {
@@ -555,7 +562,8 @@ static popk_status parse_record(parser *P, int line, const char *ls, const char 
         iv[it] = (int)v;
     }
     if (rec->amt < 0)
-        return fail(P, POPK_ERR_DATA, line, ls, at[POPK_ITEM_AMT], "AMT %.15g is negative", rec->amt);
+        return fail(P, POPK_ERR_DATA, line, ls, at[POPK_ITEM_AMT], "AMT %.15g is negative",
+                    rec->amt);
     if (rec->ii < 0)
         return fail(P, POPK_ERR_DATA, line, ls, at[POPK_ITEM_II], "II %.15g is negative", rec->ii);
     rec->cmt = iv[POPK_ITEM_CMT];
@@ -607,7 +615,8 @@ static popk_status parse_record(parser *P, int line, const char *ls, const char 
             return fail(P, POPK_ERR_DATA, line, ls, at[POPK_ITEM_II],
                         "a steady-state constant infusion (SS 1, AMT 0, RATE > 0) needs II 0");
         if (rec->ss != 0 && !const_infusion && rec->ii <= 0)
-            return fail(P, POPK_ERR_DATA, line, ls, at[POPK_ITEM_SS], "SS %d needs II > 0", rec->ss);
+            return fail(P, POPK_ERR_DATA, line, ls, at[POPK_ITEM_SS], "SS %d needs II > 0",
+                        rec->ss);
         if (rec->addl > 0 && rec->ii <= 0)
             return fail(P, POPK_ERR_DATA, line, ls, at[POPK_ITEM_ADDL], "ADDL %d needs II > 0",
                         rec->addl);
@@ -704,8 +713,8 @@ static popk_data *parse_terminated(const char *name, const char *buf, size_t len
         if (le > p && le[-1] == '\r')
             le--;
         if ((size_t)(le - p) > MAX_LINE_BYTES) {
-            st = popk_error_set(err, POPK_ERR_LIMIT, name, line, 1,
-                                "line longer than %u bytes", MAX_LINE_BYTES);
+            st = popk_error_set(err, POPK_ERR_LIMIT, name, line, 1, "line longer than %u bytes",
+                                MAX_LINE_BYTES);
             goto out;
         }
         const char *q = p;

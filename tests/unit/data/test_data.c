@@ -27,8 +27,8 @@ static void expect_error(const char *text, int line, int column, const char *wan
     CU_ASSERT_STRING_EQUAL(err.file, "t.csv");
     CU_ASSERT_PTR_NOT_NULL(strstr(err.message, want));
     if (err.line != line || err.column != column || !strstr(err.message, want))
-        fprintf(stderr, "\n  got %d:%d: %s (wanted %d:%d: %s)\n", err.line, err.column,
-                err.message, line, column, want);
+        fprintf(stderr, "\n  got %d:%d: %s (wanted %d:%d: %s)\n", err.line, err.column, err.message,
+                line, column, want);
 }
 
 static void test_basic(void)
@@ -95,11 +95,11 @@ static void test_layout(void)
 static void test_missing_and_derived(void)
 {
     popk_data *d = parse("ID,TIME,DV,AMT,RATE,SS,II,ADDL,WT\n"
-                         "1,0,.,100,.,.,12,3,.\n"     /* dose: EVID 1, MDV 1 */
-                         "1,1,.,.,0,0,0,0,70\n"       /* missing DV: MDV 1, EVID 2 */
-                         "1,2,4.5,0,0,0,0,0,70\n"     /* observation */
-                         "1,3,0,0,5,1,0,0,70\n"       /* SS constant infusion: dose */
-                         "1,4,,,,,,,\n");             /* empty fields are '.' too */
+                         "1,0,.,100,.,.,12,3,.\n" /* dose: EVID 1, MDV 1 */
+                         "1,1,.,.,0,0,0,0,70\n"   /* missing DV: MDV 1, EVID 2 */
+                         "1,2,4.5,0,0,0,0,0,70\n" /* observation */
+                         "1,3,0,0,5,1,0,0,70\n"   /* SS constant infusion: dose */
+                         "1,4,,,,,,,\n");         /* empty fields are '.' too */
     CU_ASSERT_PTR_NOT_NULL_FATAL(d);
     const popk_record *r = d->rec;
     CU_ASSERT_EQUAL(r[0].evid, 1);
@@ -209,11 +209,34 @@ static void test_many_levels(void)
 static void test_numbers(void)
 {
     const char *nums[] = {
-        "0", "-0", "+0.0", "-0e5", "1", "-1", "0.1", ".5", "5.", "-.25", "1e3", "1E-3", "2.5e+2",
-        "0.30000000000000004", "123456789012345678", "1234567890123456789012345",
-        "9007199254740993", "1.7976931348623157e308", "4.9e-324", "2.2250738585072014e-308",
-        "1e-400", "0.000000000000000000000000000001234", "3.14159265358979323846264338327950",
-        "1e22", "1e23", "8.589973e9", "72057594037927945", "0.0001220703125",
+        "0",
+        "-0",
+        "+0.0",
+        "-0e5",
+        "1",
+        "-1",
+        "0.1",
+        ".5",
+        "5.",
+        "-.25",
+        "1e3",
+        "1E-3",
+        "2.5e+2",
+        "0.30000000000000004",
+        "123456789012345678",
+        "1234567890123456789012345",
+        "9007199254740993",
+        "1.7976931348623157e308",
+        "4.9e-324",
+        "2.2250738585072014e-308",
+        "1e-400",
+        "0.000000000000000000000000000001234",
+        "3.14159265358979323846264338327950",
+        "1e22",
+        "1e23",
+        "8.589973e9",
+        "72057594037927945",
+        "0.0001220703125",
     };
     char text[4096];
     size_t len = (size_t)sprintf(text, "ID,TIME,X\n");

@@ -211,8 +211,8 @@ static void test_generated_bad(void)
     memset(buf + len, '7', big - len);
     buf[big] = '\n';
     CU_ASSERT_EQUAL_FATAL(write_file("long-line.csv", buf, big + 1), 0);
-    CU_ASSERT_TRUE(check_bad(tmpdir, "long-line.csv",
-                             "long-line.csv:2:1: line longer than 1048576 bytes\n"));
+    CU_ASSERT_TRUE(
+        check_bad(tmpdir, "long-line.csv", "long-line.csv:2:1: line longer than 1048576 bytes\n"));
 
     /* 10^5 columns: refused at column 4097, whose character column is counted here. */
     len = 0;
@@ -228,14 +228,15 @@ static void test_generated_bad(void)
     len += (size_t)sprintf(buf + len, "1,0\n");
     CU_ASSERT_EQUAL_FATAL(write_file("many-columns.csv", buf, len), 0);
     char want[256];
-    snprintf(want, sizeof want, "many-columns.csv:1:%d: too many columns: popk reads at most 4096\n",
-             col);
+    snprintf(want, sizeof want,
+             "many-columns.csv:1:%d: too many columns: popk reads at most 4096\n", col);
     CU_ASSERT_TRUE(check_bad(tmpdir, "many-columns.csv", want));
 
     /* NUL bytes inside a record. */
     static const char nul[] = "ID,TIME,DV\n1,0,5\n1,1\0\0\0,4\n";
     CU_ASSERT_EQUAL_FATAL(write_file("nul.csv", nul, sizeof nul - 1), 0);
-    CU_ASSERT_TRUE(check_bad(tmpdir, "nul.csv", "nul.csv:3:4: NUL byte: this is not a text file\n"));
+    CU_ASSERT_TRUE(
+        check_bad(tmpdir, "nul.csv", "nul.csv:3:4: NUL byte: this is not a text file\n"));
 
     /* Binary garbage: a PNG signature and pseudo-random bytes. */
     memcpy(buf, "\x89PNG\r\n\x1a\n", 8);
@@ -245,13 +246,15 @@ static void test_generated_bad(void)
         buf[i] = (char)(x >> 24);
     }
     CU_ASSERT_EQUAL_FATAL(write_file("garbage.png", buf, 65536), 0);
-    CU_ASSERT_TRUE(check_bad(tmpdir, "garbage.png",
-                             "garbage.png:1:1: invalid UTF-8 (byte 0x89): is this a binary file?\n"));
+    CU_ASSERT_TRUE(
+        check_bad(tmpdir, "garbage.png",
+                  "garbage.png:1:1: invalid UTF-8 (byte 0x89): is this a binary file?\n"));
     free(buf);
 
     /* An endless stream of NUL bytes ends at the first one. */
     if (access("/dev/zero", R_OK) == 0)
-        CU_ASSERT_TRUE(check_bad(tmpdir, "/dev/zero", "/dev/zero:1:1: NUL byte: this is not a text file\n"));
+        CU_ASSERT_TRUE(
+            check_bad(tmpdir, "/dev/zero", "/dev/zero:1:1: NUL byte: this is not a text file\n"));
 
     /* Accepted edge cases: no final newline, CRLF, BOM, -0. */
     static const char edge[] = "\xEF\xBB\xBFID,TIME,DV\r\n1,-0,5\r\n1,1,4";
@@ -301,8 +304,8 @@ static int suite_init(void)
 
 static int suite_clean(void)
 {
-    static const char *files[] = {"stdout",  "stderr",  "long-line.csv", "many-columns.csv",
-                                  "nul.csv", "garbage.png", "edge.csv",    "cmts.csv"};
+    static const char *files[] = {"stdout",  "stderr",      "long-line.csv", "many-columns.csv",
+                                  "nul.csv", "garbage.png", "edge.csv",      "cmts.csv"};
     char path[512];
     for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
         snprintf(path, sizeof path, "%s/%s", tmpdir, files[i]);
