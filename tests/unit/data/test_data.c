@@ -285,7 +285,12 @@ static void test_errors(void)
     /* The column counts characters, not bytes. */
     expect_error("ID,TIME,SITE,DV\n1,0,Zürich,x\n", 2, 12, "non-numeric value 'x' in column DV");
     expect_error("ID,TIME\n1,0\n\xC3\x28\n", 3, 1, "invalid UTF-8 (byte 0xC3)");
-    expect_error("ID,TIME\n1,0\n\xED\xA0\x80\n", 3, 1, "invalid UTF-8");
+    expect_error("ID,TIME\n1,0\n\xED\xA0\x80\n", 3, 1, "invalid UTF-8");   /* surrogate */
+    expect_error("ID,TIME\n1,0\n\xE0\x80\x80\n", 3, 1, "invalid UTF-8");   /* overlong */
+    expect_error("ID,TIME\n1,0\n\xF5\x80\x80\x80\n", 3, 1, "invalid UTF-8");
+    expect_error("ID,TIME\n1,0\n1,\xF0\x9F\x98\n", 3, 3, "invalid UTF-8"); /* cut short */
+    /* A four-byte character is one column. */
+    expect_error("ID,TIME,NOTE,DV\n1,0,\xF0\x9F\x98\x80,x\n", 2, 7, "non-numeric value 'x'");
     expect_error("ID,TIME\n1,\"0\"\n", 2, 3, "quotes are not supported");
     popk_data *d = popk_data_parse("t.csv", "ID,TIME\n1,0\0\n", 13, &err);
     CU_ASSERT_PTR_NULL(d);
