@@ -208,7 +208,7 @@ static void print_text(const popk_data *d, const summary *s)
             printf("; %zu missing\n", cs->missing);
         }
     }
-    printf("missing values: %zu (%zu DV on records with MDV 1, %zu covariate values)\n",
+    printf("missing values: %zu (%zu DV, %zu covariate values)\n",
            s->dv_missing + s->cov_missing, s->dv_missing, s->cov_missing);
 }
 

@@ -577,15 +577,15 @@ static popk_status parse_record(parser *P, int line, const char *ls, const char 
     rec->evid = d->has_col[POPK_ITEM_EVID] ? iv[POPK_ITEM_EVID] : dose_like ? 1 : mdv ? 2 : 0;
     rec->mdv = d->has_col[POPK_ITEM_MDV] ? iv[POPK_ITEM_MDV] : (rec->evid != 0 || dv_missing);
     rec->dv = val[POPK_ITEM_DV];
-    if (dv_missing && rec->evid == 0) {
-        if (rec->mdv == 0)
-            return fail(P, POPK_ERR_DATA, line, ls, at[POPK_ITEM_DV],
-                        "DV is missing on an observation record (EVID 0, MDV 0): set MDV to 1 "
-                        "to skip it");
-        rec->dv = NAN;
-    }
-
     int dose = rec->evid == 1 || rec->evid == 4;
+    if (dv_missing && rec->evid == 0 && rec->mdv == 0)
+        return fail(P, POPK_ERR_DATA, line, ls, at[POPK_ITEM_DV],
+                    "DV is missing on an observation record (EVID 0, MDV 0): set MDV to 1 "
+                    "to skip it");
+    /* On dose records '.' is NONMEM's 0; elsewhere keep the fact that no value was given. */
+    if (dv_missing && !dose)
+        rec->dv = NAN;
+
     if (!dose && rec->amt != 0)
         return fail(P, POPK_ERR_DATA, line, ls, at[POPK_ITEM_AMT],
                     "AMT %.15g on a record that is not a dose (EVID %d)", rec->amt, rec->evid);

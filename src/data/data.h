@@ -12,7 +12,7 @@
  * and CMT 0 = "the model's default compartment"). */
 typedef struct {
     double time;
-    double dv;      /* NaN when missing ('.') on an observation record */
+    double dv;      /* NaN when missing ('.') on a record that is not a dose (EVID 0, 2, 3) */
     double amt;
     double rate;
     double ii;

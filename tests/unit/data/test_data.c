@@ -109,7 +109,7 @@ static void test_missing_and_derived(void)
     CU_ASSERT_EQUAL(r[0].addl, 3);
     CU_ASSERT_EQUAL(r[1].evid, 2);
     CU_ASSERT_EQUAL(r[1].mdv, 1);
-    CU_ASSERT_EQUAL(r[1].dv, 0); /* '.' is 0 on a record that is not an observation */
+    CU_ASSERT_TRUE(isnan(r[1].dv)); /* no value given, and not a dose */
     CU_ASSERT_EQUAL(r[2].evid, 0);
     CU_ASSERT_EQUAL(r[2].mdv, 0);
     CU_ASSERT_EQUAL(r[3].evid, 1);
