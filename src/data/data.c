@@ -572,7 +572,7 @@ static popk_status parse_record(parser *P, int line, const char *ls, const char 
     rec->dvid = iv[POPK_ITEM_DVID];
 
     int dv_missing = missing[POPK_ITEM_DV] && d->has_col[POPK_ITEM_DV];
-    int dose_like = rec->amt > 0 || rec->rate != 0;
+    int dose_like = rec->amt > 0 || rec->rate != 0 || rec->ss != 0;
     int mdv = d->has_col[POPK_ITEM_MDV] ? iv[POPK_ITEM_MDV] : (dose_like || dv_missing);
     rec->evid = d->has_col[POPK_ITEM_EVID] ? iv[POPK_ITEM_EVID] : dose_like ? 1 : mdv ? 2 : 0;
     rec->mdv = d->has_col[POPK_ITEM_MDV] ? iv[POPK_ITEM_MDV] : (rec->evid != 0 || dv_missing);
@@ -586,18 +586,22 @@ static popk_status parse_record(parser *P, int line, const char *ls, const char 
     if (dv_missing && !dose)
         rec->dv = NAN;
 
-    if (!dose && rec->amt != 0)
-        return fail(P, POPK_ERR_DATA, line, ls, at[POPK_ITEM_AMT],
-                    "AMT %.15g on a record that is not a dose (EVID %d)", rec->amt, rec->evid);
-    if (!dose && rec->rate != 0)
-        return fail(P, POPK_ERR_DATA, line, ls, at[POPK_ITEM_RATE],
-                    "RATE %.15g on a record that is not a dose (EVID %d)", rec->rate, rec->evid);
-    if (!dose && rec->ss != 0)
-        return fail(P, POPK_ERR_DATA, line, ls, at[POPK_ITEM_SS],
-                    "SS %d on a record that is not a dose (EVID %d)", rec->ss, rec->evid);
-    if (!dose && rec->addl != 0)
-        return fail(P, POPK_ERR_DATA, line, ls, at[POPK_ITEM_ADDL],
-                    "ADDL %d on a record that is not a dose (EVID %d)", rec->addl, rec->evid);
+    /* NONMEM: on EVID 0, 2 and 3 the dose items AMT, RATE, II, ADDL and SS must be 0. */
+    static const struct {
+        int item;
+        const char *name;
+    } dose_items[] = {{POPK_ITEM_AMT, "AMT"},
+                      {POPK_ITEM_RATE, "RATE"},
+                      {POPK_ITEM_II, "II"},
+                      {POPK_ITEM_ADDL, "ADDL"},
+                      {POPK_ITEM_SS, "SS"}};
+    for (size_t i = 0; !dose && i < sizeof dose_items / sizeof dose_items[0]; i++) {
+        int it = dose_items[i].item;
+        if (val[it] != 0)
+            return fail(P, POPK_ERR_DATA, line, ls, at[it],
+                        "%s %.15g on a record that is not a dose (EVID %d)", dose_items[i].name,
+                        val[it], rec->evid);
+    }
     if (dose) {
         const char *ra = at[POPK_ITEM_RATE];
         if (rec->rate < 0 && rec->rate != -1 && rec->rate != -2)
@@ -606,15 +610,24 @@ static popk_status parse_record(parser *P, int line, const char *ls, const char 
                         rec->rate);
         if (rec->rate < 0 && rec->amt == 0)
             return fail(P, POPK_ERR_DATA, line, ls, ra, "RATE %.15g needs AMT > 0", rec->rate);
+        if (rec->amt == 0 && rec->rate == 0 && rec->ss == 0)
+            return fail(P, POPK_ERR_DATA, line, ls, at[POPK_ITEM_AMT],
+                        "dose record (EVID %d) without a dose: AMT, RATE and SS are all 0",
+                        rec->evid);
+        /* AMT 0 with SS: a constant infusion at RATE (SS 1), or with RATE 0 the steady state
+         * of endogenous input; neither repeats, so II must be 0. */
         int const_infusion = rec->rate > 0 && rec->amt == 0;
         if (const_infusion && rec->ss != 1)
             return fail(P, POPK_ERR_DATA, line, ls, ra,
                         "RATE > 0 with AMT 0 is only allowed for a steady-state constant "
                         "infusion (SS 1)");
-        if (const_infusion && rec->ii != 0)
+        if (rec->amt == 0 && rec->ii != 0)
             return fail(P, POPK_ERR_DATA, line, ls, at[POPK_ITEM_II],
-                        "a steady-state constant infusion (SS 1, AMT 0, RATE > 0) needs II 0");
-        if (rec->ss != 0 && !const_infusion && rec->ii <= 0)
+                        "%s (SS %d, AMT 0) needs II 0",
+                        const_infusion ? "a steady-state constant infusion"
+                                       : "a steady state of endogenous input",
+                        rec->ss);
+        if (rec->ss != 0 && rec->amt > 0 && rec->ii <= 0)
             return fail(P, POPK_ERR_DATA, line, ls, at[POPK_ITEM_SS], "SS %d needs II > 0",
                         rec->ss);
         if (rec->addl > 0 && rec->ii <= 0)

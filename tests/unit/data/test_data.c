@@ -130,6 +130,16 @@ static void test_missing_and_derived(void)
     CU_ASSERT_EQUAL(d->sub[0].nobs, 1);
     popk_data_free(d);
 
+    /* SS with AMT 0 and RATE 0 (steady state of endogenous input) is a dose, even without an
+     * EVID column; II must then be 0. */
+    d = parse("ID,TIME,DV,AMT,RATE,SS,II\n1,0,.,0,0,1,0\n1,1,2,0,0,0,0\n");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(d);
+    CU_ASSERT_EQUAL(d->rec[0].evid, 1);
+    CU_ASSERT_EQUAL(d->rec[0].mdv, 1);
+    CU_ASSERT_EQUAL(d->rec[0].dv, 0);
+    CU_ASSERT_EQUAL(d->rec[1].evid, 0);
+    popk_data_free(d);
+
     /* MDV given, EVID absent: MDV 1 on a non-dose is EVID 2; without a DV column DV is 0. */
     d = parse("ID,TIME,MDV\n1,0,1\n1,1,0\n");
     CU_ASSERT_PTR_NOT_NULL_FATAL(d);
