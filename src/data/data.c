@@ -578,6 +578,10 @@ static popk_status parse_record(parser *P, int line, const char *ls, const char 
     rec->mdv = d->has_col[POPK_ITEM_MDV] ? iv[POPK_ITEM_MDV] : (rec->evid != 0 || dv_missing);
     rec->dv = val[POPK_ITEM_DV];
     int dose = rec->evid == 1 || rec->evid == 4;
+    if (rec->evid != 0 && rec->mdv == 0)
+        return fail(P, POPK_ERR_DATA, line, ls, at[POPK_ITEM_MDV],
+                    "MDV 0 on a record that is not an observation (EVID %d): must be 1",
+                    rec->evid);
     if (dv_missing && rec->evid == 0 && rec->mdv == 0)
         return fail(P, POPK_ERR_DATA, line, ls, at[POPK_ITEM_DV],
                     "DV is missing on an observation record (EVID 0, MDV 0): set MDV to 1 "
