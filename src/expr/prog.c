@@ -37,8 +37,9 @@ typedef enum {
 typedef struct {
     int32_t op;
     int32_t arg;        /* slot index */
-    double k;           /* constant operand */
     int32_t target;     /* jumps: index of the next instruction when taken */
+    double k;           /* constant operand */
+    double k_inv;       /* DIV_K: 1 / k, so the partials need no division */
 } instr;
 
 struct popk_prog {
@@ -101,7 +102,7 @@ static int emit(compiler *c, opcode op, int arg, double k, int stack_delta)
         p->code = code;
         p->cap = cap;
     }
-    p->code[p->ncode++] = (instr){.op = op, .arg = arg, .k = k, .target = 0};
+    p->code[p->ncode++] = (instr){.op = op, .arg = arg, .target = 0, .k = k, .k_inv = 1.0 / k};
     c->depth += stack_delta;
     if (c->depth > p->max_stack)
         p->max_stack = c->depth;

@@ -630,6 +630,15 @@ static void test_piecewise(void)
     EXPECT_GRAD("if(x < y && sqrt(y - x) > 1, y, z)", 1, 3, 7, 3, 0, 1, 0);
     EXPECT_GRAD("if(x < y && sqrt(y - x) > 1, y, z)", 3, 1, 7, 7, 0, 0, 1);
     EXPECT_GRAD("if(x > y || log(x - y) > 0, y, z)", 3, 1, 7, 1, 0, 1, 0);
+    /* Fused instructions: exp(slot), * exp(slot), if(slot <cmp> constant, ...). */
+    EXPECT_GRAD("y * exp(x)", 0.5, 3, 0, 3 * exp(0.5), 3 * exp(0.5), exp(0.5), 0);
+    EXPECT_GRAD("exp(x) * (y + z)", 0.5, 3, 1, 4 * exp(0.5), 4 * exp(0.5), exp(0.5),
+                exp(0.5));
+    EXPECT_GRAD("if(x < 2, x * y, z)", 1, 3, 5, 3, 3, 1, 0);
+    EXPECT_GRAD("if(2 > x, x * y, z)", 2, 3, 5, 5, 0, 0, 1);
+    EXPECT_GRAD("z + if(x * 1 < 2, x * y, z)", 1, 3, 5, 8, 3, 1, 1);
+    EXPECT_GRAD("z * (x < 2 && y > 0)", 1, 3, 5, 5, 0, 0, 1);
+    EXPECT_GRAD("x / 4 + 4 / y - (2 - z)", 2, 4, 1, 0.5, 0.25, -0.25, 1);
     /* Comparisons and logic are piecewise constant. */
     EXPECT_GRAD("(x > y) * 5 + (x <= y) + !(x - 1) + (x && y) + (z || 0)", 2, 1, 3, 7, 0, 0, 0);
     EXPECT_GRAD("(x > y) * z", 2, 1, 3, 3, 0, 0, 1);

@@ -152,6 +152,31 @@ static void test_values(void)
         {"CYP2C19 + 1", 11},
         {"x - 2 * y + z / 4 - (x * y) / (z - 1)", x - 2 * y + z / 4 - (x * y) / (z - 1)},
         {"tcl * x^2 / (1 + exp(-y))", a * x * x / (1 + exp(-y))},
+        /* fused forms: exp(slot), * exp(slot), if(slot <cmp> constant, ...) */
+        {"exp(x)", exp(x)},
+        {"y * exp(x)", y * exp(x)},
+        {"exp(x) * y", y * exp(x)},
+        {"(y + z) * exp(x)", (y + z) * exp(x)},
+        {"if(2 < x, 1, 0)", 0},
+        {"if(1 < x, 1, 0)", 1},
+        {"if(x <= 1.7, 1, 0)", 1},
+        {"if(x < 1.7, 1, 0)", 0},
+        {"if(x >= 1.7, 1, 0)", 1},
+        {"if(x > 1.7, 1, 0)", 0},
+        {"if(x == 1.7, 1, 0)", 1},
+        {"if(x != 1.7, 1, 0)", 0},
+        {"if(1.7 >= x, 1, 0)", 1},
+        {"if(1.8 <= x, 1, 0)", 0},
+        {"if(\"IM\" != CYP2C19, 1, 0)", 1},
+        {"if(CYP2C19 == \"IM\", 1, if(CYP2C19 == \"PM\", 2, 3))", 2},
+        /* conditional jumps with values below them on the stack */
+        {"x + if(y * 2 > 0, 1, 2)", x + 2},
+        {"x + if(y * 2 < 0, 1, 2)", x + 1},
+        {"x + (y < 0 && z > 0)", x + 1},
+        {"x + (y > 0 && z > 0)", x},
+        {"x * (y > 0 || z > 0)", x},
+        {"x * (y > 0 || z < 0)", 0},
+        {"z - min(x, y) * max(x, y, z)", z - y * z},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         double v = eval_text(cases[i].text, in);
