@@ -847,9 +847,9 @@ static void walk_locate(name_walk *w, size_t pos)
  * recursion depth is bounded by the parser's nesting limit, not by the expression length. */
 static int walk_names(name_walk *w, const expr_node *n)
 {
-    const expr_node *spine_local[64];
+    const expr_node *spine_local[16];
     const expr_node **spine = spine_local;
-    size_t nspine = 0, cap = 64;
+    size_t nspine = 0, cap = 16;
     int rc = 0;
     while (n->kind == N_BIN) {
         if (nspine == cap) {

@@ -140,7 +140,9 @@ static const popk_symbol *resolve(compiler *c, const expr_node *n)
         }
     }
     const char *sug = popk_symtab_suggest(st, n->name);
-    if (sug)
+    if (popk_expr_is_reserved(n->name))
+        cfail(c, n->pos, "'%s' is a function: call it as %s(...)", n->name, n->name);
+    else if (sug)
         cfail(c, n->pos, "unknown symbol '%s' (did you mean '%s'?)", n->name, sug);
     else
         cfail(c, n->pos, "unknown symbol '%s'", n->name);
@@ -367,9 +369,9 @@ static int compile_first_binary(compiler *c, const expr_node *n)
 static int compile_binary(compiler *c, const expr_node *n)
 {
     /* Walk the left spine iteratively: a 1 MiB sum must not recurse a million levels. */
-    const expr_node *spine_local[64];
+    const expr_node *spine_local[16];
     const expr_node **spine = spine_local;
-    size_t nspine = 0, cap = 64;
+    size_t nspine = 0, cap = 16;
     int rc = 0;
     while (n->kind == N_BIN) {
         if (nspine == cap) {
@@ -548,6 +550,8 @@ void popk_prog_eval(const popk_prog *p, double *slots, double *stack)
 
 void popk_prog_eval_dual(const popk_prog *p, int nd, double *slots, double *stack)
 {
+    if (nd < 0 || nd > POPK_DUAL_MAX)
+        return;
     switch (nd) {
     case 0: run_nd0(p, slots, stack, 0); break;
     case 1: run_nd1(p, slots, stack, 1); break;

@@ -286,6 +286,7 @@ static void test_errors(void)
         {"tcl + etacl", POPK_ERR_MODEL, 3, 11, "unknown symbol 'etacl' (did you mean 'eta_cl'?)",
          "    tcl + etacl"},
         {"x + qqq", POPK_ERR_MODEL, 3, 9, "unknown symbol 'qqq'", NULL},
+        {"2 * exp", POPK_ERR_MODEL, 3, 9, "'exp' is a function: call it as exp(...)", NULL},
         {"expp(x)", POPK_ERR_MODEL, 3, 5, "unknown function 'expp' (did you mean 'exp'?)", NULL},
         {"foo(x)", POPK_ERR_MODEL, 3, 5, "unknown function 'foo'", NULL},
         {"exp(x, y)", POPK_ERR_MODEL, 3, 5, "exp() takes 1 argument, got 2", NULL},
