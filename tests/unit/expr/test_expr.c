@@ -211,6 +211,11 @@ static void test_program(void)
     CU_ASSERT_DOUBLE_EQUAL(slots[SX], cl, 1e-15);
     CU_ASSERT_DOUBLE_EQUAL(slots[SY], cl * 0.5, 1e-15);
     CU_ASSERT_DOUBLE_EQUAL(slots[SZ], cl + cl * 0.5, 1e-15);
+    /* nd outside 0..POPK_DUAL_MAX: nothing is evaluated. */
+    double dslots[NSLOT * 2] = {0};
+    dslots[2 * SZ] = -1;
+    popk_prog_eval_dual(p, -1, dslots, stack);
+    CU_ASSERT_EQUAL(dslots[2 * SZ], -1);
     /* A failed add leaves the program unchanged. */
     popk_expr *bad = popk_expr_parse("x + nope", 8, NULL, &err);
     CU_ASSERT_PTR_NOT_NULL_FATAL(bad);
