@@ -102,7 +102,8 @@ static int emit(compiler *c, opcode op, int arg, double k, int stack_delta)
         p->code = code;
         p->cap = cap;
     }
-    p->code[p->ncode++] = (instr){.op = op, .arg = arg, .target = 0, .k = k, .k_inv = 1.0 / k};
+    p->code[p->ncode++] =
+        (instr){.op = op, .arg = arg, .target = 0, .k = k, .k_inv = op == OP_DIV_K ? 1.0 / k : 0};
     c->depth += stack_delta;
     if (c->depth > p->max_stack)
         p->max_stack = c->depth;
