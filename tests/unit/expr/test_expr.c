@@ -245,6 +245,14 @@ static int collect(const char *name, int line, int column, void *user)
     return 0;
 }
 
+static int stop_at_second(const char *name, int line, int column, void *user)
+{
+    (void)name;
+    (void)line;
+    (void)column;
+    return ++*(int *)user == 2 ? 7 : 0;
+}
+
 static void test_names(void)
 {
     popk_error err;
@@ -262,6 +270,9 @@ static void test_names(void)
         CU_ASSERT_EQUAL(l.line[i], line[i]);
         CU_ASSERT_EQUAL(l.column[i], column[i]);
     }
+    int calls = 0;
+    CU_ASSERT_EQUAL(popk_expr_foreach_name(e, stop_at_second, &calls), 7);
+    CU_ASSERT_EQUAL(calls, 2);
     double v = 0;
     CU_ASSERT_FALSE(popk_expr_constant(e, &v));
     popk_expr_free(e);
@@ -373,6 +384,31 @@ static void test_errors(void)
     }
 }
 
+/* Without a source location, positions count from line 1, column 1 of the text. */
+static void test_error_without_location(void)
+{
+    popk_error err;
+    char buf[1024];
+    popk_expr *e = popk_expr_parse("exp(x) +", 8, NULL, &err);
+    CU_ASSERT_PTR_NULL(e);
+    CU_ASSERT_EQUAL(err.line, 1);
+    CU_ASSERT_EQUAL(err.column, 9);
+    CU_ASSERT_STRING_EQUAL(err.context, "exp(x) +");
+    CU_ASSERT_STRING_EQUAL(popk_error_format(&err, buf, sizeof buf),
+                           "expected an expression, found end of input");
+    popk_srcloc loc = {"m.yaml", 12, 7};
+    e = popk_expr_parse("tcl * WT", 8, &loc, &err);
+    popk_prog *p = popk_prog_new();
+    CU_ASSERT_EQUAL(popk_prog_add(p, SOUT, e, &symtab, &err), POPK_ERR_MODEL);
+    CU_ASSERT_STRING_EQUAL(popk_error_format(&err, buf, sizeof buf),
+                           "m.yaml:12:13: unknown symbol 'WT'");
+    CU_ASSERT_STRING_EQUAL(err.context, "      tcl * WT");
+    CU_ASSERT_EQUAL(popk_prog_add(p, -1, e, &symtab, &err), POPK_ERR_ARG);
+    CU_ASSERT_EQUAL(popk_prog_add(p, SOUT, NULL, &symtab, &err), POPK_ERR_ARG);
+    popk_prog_free(p);
+    popk_expr_free(e);
+}
+
 static char *repeat(const char *head, const char *unit, size_t times, const char *tail)
 {
     size_t lh = strlen(head), lu = strlen(unit), lt = strlen(tail);
@@ -474,5 +510,6 @@ int main(void)
     CU_add_test(s, "suggest", test_suggest);
     CU_add_test(s, "errors", test_errors);
     CU_add_test(s, "limits", test_limits);
+    CU_add_test(s, "error_without_location", test_error_without_location);
     return popk_test_run();
 }
