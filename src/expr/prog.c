@@ -419,275 +419,271 @@ static inline double pow_slope(double x, double b, double v)
     return b * pow(x, b - 1);
 }
 
-/* One instantiation per small nd lets the compiler unroll the partial-derivative loops;
- * nd = 0 is the plain double evaluator. Entries are w = 1 + nd doubles. */
+/* One instantiation per small nd lets the compiler unroll the partial-derivative loops and
+ * keep the top of the stack in registers; nd = 0 is the plain double evaluator. Entries are
+ * w = 1 + nd doubles. The top entry lives in `top`; deeper entries are spilled to the
+ * caller's stack, t pointing at the highest spilled one. Keeping the top out of memory
+ * takes a store-to-load round trip off every instruction's critical path. */
 static EVAL_INLINE void run(const popk_prog *restrict p, double *restrict slots,
-                            double *restrict stack, const int nd)
+                            double *restrict stack, const int nd, double *restrict top)
 {
     const int w = 1 + nd;
+    const size_t wsize = sizeof(double) * (size_t)w;
     const instr *code = p->code;
     const size_t ncode = p->ncode;
-    double *t = stack - w;      /* top of stack */
+    double *t = stack - w;
     size_t pc = 0;
+    for (int i = 0; i < w; i++)
+        top[i] = 0;
     while (pc < ncode) {
         const instr *in = &code[pc++];
         switch ((opcode)in->op) {
         case OP_PUSH_K:
             t += w;
-            t[0] = in->k;
+            memcpy(t, top, wsize);
+            top[0] = in->k;
             for (int i = 1; i < w; i++)
-                t[i] = 0;
+                top[i] = 0;
             break;
         case OP_LOAD:
             t += w;
-            memcpy(t, slots + (size_t)in->arg * w, sizeof(double) * (size_t)w);
+            memcpy(t, top, wsize);
+            memcpy(top, slots + (size_t)in->arg * w, wsize);
             break;
         case OP_STORE:
-            memcpy(slots + (size_t)in->arg * w, t, sizeof(double) * (size_t)w);
+            /* Assignments end at depth zero, so nothing below needs restoring. */
+            memcpy(slots + (size_t)in->arg * w, top, wsize);
             t -= w;
             break;
-        case OP_ADD: {
-            double *a = t - w;
+        case OP_ADD:
             for (int i = 0; i < w; i++)
-                a[i] += t[i];
-            t = a;
+                top[i] = t[i] + top[i];
+            t -= w;
             break;
-        }
-        case OP_SUB: {
-            double *a = t - w;
+        case OP_SUB:
             for (int i = 0; i < w; i++)
-                a[i] -= t[i];
-            t = a;
+                top[i] = t[i] - top[i];
+            t -= w;
             break;
-        }
-        case OP_MUL: {
-            double *a = t - w;
+        case OP_MUL:
             for (int i = 1; i < w; i++)
-                a[i] = a[i] * t[0] + a[0] * t[i];
-            a[0] *= t[0];
-            t = a;
+                top[i] = t[i] * top[0] + t[0] * top[i];
+            top[0] = t[0] * top[0];
+            t -= w;
             break;
-        }
         case OP_DIV: {
-            double *a = t - w;
-            double r = a[0] / t[0];
+            double r = t[0] / top[0];
             if (nd > 0) {
-                double inv = 1.0 / t[0];
+                double inv = 1.0 / top[0];
                 for (int i = 1; i < w; i++)
-                    a[i] = (a[i] - r * t[i]) * inv;
+                    top[i] = (t[i] - r * top[i]) * inv;
             }
-            a[0] = r;
-            t = a;
+            top[0] = r;
+            t -= w;
             break;
         }
         case OP_ADD_S: {
             const double *s = slots + (size_t)in->arg * w;
             for (int i = 0; i < w; i++)
-                t[i] += s[i];
+                top[i] += s[i];
             break;
         }
         case OP_SUB_S: {
             const double *s = slots + (size_t)in->arg * w;
             for (int i = 0; i < w; i++)
-                t[i] -= s[i];
+                top[i] -= s[i];
             break;
         }
         case OP_RSUB_S: {
             const double *s = slots + (size_t)in->arg * w;
             for (int i = 0; i < w; i++)
-                t[i] = s[i] - t[i];
+                top[i] = s[i] - top[i];
             break;
         }
         case OP_MUL_S: {
             const double *s = slots + (size_t)in->arg * w;
             for (int i = 1; i < w; i++)
-                t[i] = t[i] * s[0] + t[0] * s[i];
-            t[0] *= s[0];
+                top[i] = top[i] * s[0] + top[0] * s[i];
+            top[0] *= s[0];
             break;
         }
         case OP_DIV_S: {
             const double *s = slots + (size_t)in->arg * w;
-            double r = t[0] / s[0];
+            double r = top[0] / s[0];
             if (nd > 0) {
                 double inv = 1.0 / s[0];
                 for (int i = 1; i < w; i++)
-                    t[i] = (t[i] - r * s[i]) * inv;
+                    top[i] = (top[i] - r * s[i]) * inv;
             }
-            t[0] = r;
+            top[0] = r;
             break;
         }
         case OP_RDIV_S: {
             const double *s = slots + (size_t)in->arg * w;
-            double r = s[0] / t[0];
+            double r = s[0] / top[0];
             if (nd > 0) {
-                double inv = 1.0 / t[0];
+                double inv = 1.0 / top[0];
                 for (int i = 1; i < w; i++)
-                    t[i] = (s[i] - r * t[i]) * inv;
+                    top[i] = (s[i] - r * top[i]) * inv;
             }
-            t[0] = r;
+            top[0] = r;
             break;
         }
         case OP_ADD_K:
-            t[0] += in->k;
+            top[0] += in->k;
             break;
         case OP_RSUB_K:
-            t[0] = in->k - t[0];
+            top[0] = in->k - top[0];
             for (int i = 1; i < w; i++)
-                t[i] = -t[i];
+                top[i] = -top[i];
             break;
         case OP_MUL_K:
             for (int i = 0; i < w; i++)
-                t[i] *= in->k;
+                top[i] *= in->k;
             break;
         case OP_DIV_K:
             for (int i = 0; i < w; i++)
-                t[i] /= in->k;
+                top[i] /= in->k;
             break;
         case OP_RDIV_K: {
-            double r = in->k / t[0];
+            double r = in->k / top[0];
             if (nd > 0) {
-                double c = -r / t[0];
+                double c = -r / top[0];
                 for (int i = 1; i < w; i++)
-                    t[i] *= c;
+                    top[i] *= c;
             }
-            t[0] = r;
+            top[0] = r;
             break;
         }
         case OP_NEG:
             for (int i = 0; i < w; i++)
-                t[i] = -t[i];
+                top[i] = -top[i];
             break;
         case OP_POW: {
-            double *a = t - w;
-            double v = expr_pow(a[0], t[0]);
+            double v = expr_pow(t[0], top[0]);
             if (nd > 0) {
-                double ca = pow_slope(a[0], t[0], v);
+                double ca = pow_slope(t[0], top[0], v);
                 int exponent_varies = 0;
                 for (int i = 1; i < w; i++)
-                    exponent_varies |= t[i] != 0;
+                    exponent_varies |= top[i] != 0;
                 /* The ln(a) term only when the exponent moves, so (-2)^2 stays
                  * differentiable in the base. */
                 if (exponent_varies) {
-                    double cb = v * log(a[0]);
+                    double cb = v * log(t[0]);
                     for (int i = 1; i < w; i++)
-                        a[i] = ca * a[i] + (t[i] != 0 ? cb * t[i] : 0);
+                        top[i] = ca * t[i] + (top[i] != 0 ? cb * top[i] : 0);
                 } else {
                     for (int i = 1; i < w; i++)
-                        a[i] *= ca;
+                        top[i] = ca * t[i];
                 }
             }
-            a[0] = v;
-            t = a;
+            top[0] = v;
+            t -= w;
             break;
         }
         case OP_POW_K: {
-            double v = expr_pow(t[0], in->k);
+            double v = expr_pow(top[0], in->k);
             if (nd > 0) {
-                double ca = pow_slope(t[0], in->k, v);
+                double ca = pow_slope(top[0], in->k, v);
                 for (int i = 1; i < w; i++)
-                    t[i] *= ca;
+                    top[i] *= ca;
             }
-            t[0] = v;
+            top[0] = v;
             break;
         }
         case OP_RPOW_K: {
-            double v = expr_pow(in->k, t[0]);
+            double v = expr_pow(in->k, top[0]);
             if (nd > 0) {
                 int varies = 0;
                 for (int i = 1; i < w; i++)
-                    varies |= t[i] != 0;
+                    varies |= top[i] != 0;
                 if (varies) {
                     double cb = v * log(in->k);
                     for (int i = 1; i < w; i++)
-                        t[i] = t[i] != 0 ? cb * t[i] : 0;
+                        top[i] = top[i] != 0 ? cb * top[i] : 0;
                 }
             }
-            t[0] = v;
+            top[0] = v;
             break;
         }
         case OP_SQR: {
-            double c = 2 * t[0];
+            double c = 2 * top[0];
             for (int i = 1; i < w; i++)
-                t[i] *= c;
-            t[0] *= t[0];
+                top[i] *= c;
+            top[0] *= top[0];
             break;
         }
         case OP_EXP: {
-            double v = exp(t[0]);
+            double v = exp(top[0]);
             for (int i = 1; i < w; i++)
-                t[i] *= v;
-            t[0] = v;
+                top[i] *= v;
+            top[0] = v;
             break;
         }
-        case OP_LOG: {
+        case OP_LOG:
             if (nd > 0) {
-                double c = 1.0 / t[0];
+                double c = 1.0 / top[0];
                 for (int i = 1; i < w; i++)
-                    t[i] *= c;
+                    top[i] *= c;
             }
-            t[0] = log(t[0]);
+            top[0] = log(top[0]);
             break;
-        }
-        case OP_LOG10: {
+        case OP_LOG10:
             if (nd > 0) {
-                double c = 1.0 / (t[0] * M_LN10);
+                double c = 1.0 / (top[0] * M_LN10);
                 for (int i = 1; i < w; i++)
-                    t[i] *= c;
+                    top[i] *= c;
             }
-            t[0] = log10(t[0]);
+            top[0] = log10(top[0]);
             break;
-        }
         case OP_SQRT: {
-            double v = sqrt(t[0]);
+            double v = sqrt(top[0]);
             if (nd > 0) {
                 double c = 0.5 / v;
                 for (int i = 1; i < w; i++)
-                    t[i] *= c;
+                    top[i] *= c;
             }
-            t[0] = v;
+            top[0] = v;
             break;
         }
         case OP_ABS: {
-            double c = t[0] > 0 ? 1.0 : t[0] < 0 ? -1.0 : 0.0;
+            double c = top[0] > 0 ? 1.0 : top[0] < 0 ? -1.0 : 0.0;
             for (int i = 1; i < w; i++)
-                t[i] *= c;
-            t[0] = fabs(t[0]);
+                top[i] *= c;
+            top[0] = fabs(top[0]);
             break;
         }
-        case OP_LOGIT: {
+        case OP_LOGIT:
             if (nd > 0) {
-                double c = 1.0 / (t[0] * (1.0 - t[0]));
+                double c = 1.0 / (top[0] * (1.0 - top[0]));
                 for (int i = 1; i < w; i++)
-                    t[i] *= c;
+                    top[i] *= c;
             }
-            t[0] = expr_logit(t[0]);
+            top[0] = expr_logit(top[0]);
             break;
-        }
         case OP_EXPIT: {
-            double v = expr_expit(t[0]);
+            double v = expr_expit(top[0]);
             double c = v * (1.0 - v);
             for (int i = 1; i < w; i++)
-                t[i] *= c;
-            t[0] = v;
+                top[i] *= c;
+            top[0] = v;
             break;
         }
-        case OP_PHI: {
+        case OP_PHI:
             if (nd > 0) {
-                double c = exp(-0.5 * t[0] * t[0]) * (0.5 * M_2_SQRTPI * M_SQRT1_2);
+                double c = exp(-0.5 * top[0] * top[0]) * (0.5 * M_2_SQRTPI * M_SQRT1_2);
                 for (int i = 1; i < w; i++)
-                    t[i] *= c;
+                    top[i] *= c;
             }
-            t[0] = expr_phi(t[0]);
+            top[0] = expr_phi(top[0]);
             break;
-        }
         case OP_MIN:
         case OP_MAX: {
-            double *a = t - w;
-            int second = in->op == OP_MIN ? expr_pick_second_min(a[0], t[0])
-                                          : expr_pick_second_max(a[0], t[0]);
-            if (second)
-                memcpy(a, t, sizeof(double) * (size_t)w);
-            t = a;
+            int second = in->op == OP_MIN ? expr_pick_second_min(t[0], top[0])
+                                          : expr_pick_second_max(t[0], top[0]);
+            if (!second)
+                memcpy(top, t, wsize);
+            t -= w;
             break;
         }
         case OP_LT:
@@ -696,14 +692,13 @@ static EVAL_INLINE void run(const popk_prog *restrict p, double *restrict slots,
         case OP_GE:
         case OP_EQ:
         case OP_NE: {
-            double *a = t - w;
-            double x = a[0], y = t[0];
+            double x = t[0], y = top[0];
             int r = in->op == OP_LT ? x < y : in->op == OP_LE ? x <= y : in->op == OP_GT ? x > y
                   : in->op == OP_GE ? x >= y : in->op == OP_EQ ? x == y : x != y;
-            a[0] = r;
+            top[0] = r;
             for (int i = 1; i < w; i++)
-                a[i] = 0;
-            t = a;
+                top[i] = 0;
+            t -= w;
             break;
         }
         case OP_LT_K:
@@ -712,51 +707,54 @@ static EVAL_INLINE void run(const popk_prog *restrict p, double *restrict slots,
         case OP_GE_K:
         case OP_EQ_K:
         case OP_NE_K: {
-            double x = t[0], y = in->k;
+            double x = top[0], y = in->k;
             int r = in->op == OP_LT_K ? x < y : in->op == OP_LE_K ? x <= y
                   : in->op == OP_GT_K ? x > y : in->op == OP_GE_K ? x >= y
                   : in->op == OP_EQ_K ? x == y : x != y;
-            t[0] = r;
+            top[0] = r;
             for (int i = 1; i < w; i++)
-                t[i] = 0;
+                top[i] = 0;
             break;
         }
         case OP_NOT:
-            t[0] = t[0] == 0;
+            top[0] = top[0] == 0;
             for (int i = 1; i < w; i++)
-                t[i] = 0;
+                top[i] = 0;
             break;
         case OP_BOOL:
-            t[0] = t[0] != 0;
+            top[0] = top[0] != 0;
             for (int i = 1; i < w; i++)
-                t[i] = 0;
+                top[i] = 0;
             break;
         case OP_JUMP:
             pc = (size_t)in->arg;
             break;
         case OP_JZ: {
-            double cond = t[0];
+            double cond = top[0];
+            memcpy(top, t, wsize);
             t -= w;
             if (cond == 0)
                 pc = (size_t)in->arg;
             break;
         }
         case OP_JFALSE_KEEP:
-            if (t[0] == 0) {
+            if (top[0] == 0) {
                 for (int i = 0; i < w; i++)
-                    t[i] = 0;
+                    top[i] = 0;
                 pc = (size_t)in->arg;
             } else {
+                memcpy(top, t, wsize);
                 t -= w;
             }
             break;
         case OP_JTRUE_KEEP:
-            if (t[0] != 0) {
-                t[0] = 1;
+            if (top[0] != 0) {
+                top[0] = 1;
                 for (int i = 1; i < w; i++)
-                    t[i] = 0;
+                    top[i] = 0;
                 pc = (size_t)in->arg;
             } else {
+                memcpy(top, t, wsize);
                 t -= w;
             }
             break;
@@ -764,23 +762,35 @@ static EVAL_INLINE void run(const popk_prog *restrict p, double *restrict slots,
     }
 }
 
+/* top is a local array of exactly 1 + nd doubles in each instantiation, so the compiler can
+ * keep it in registers. */
+#define RUN_ND(n)                                   \
+    do {                                            \
+        double top_[1 + (n)];                       \
+        run(p, slots, stack, (n), top_);            \
+    } while (0)
+
 void popk_prog_eval(const popk_prog *p, double *slots, double *stack)
 {
-    run(p, slots, stack, 0);
+    RUN_ND(0);
 }
 
 void popk_prog_eval_dual(const popk_prog *p, int nd, double *slots, double *stack)
 {
     switch (nd) {
-    case 0: run(p, slots, stack, 0); break;
-    case 1: run(p, slots, stack, 1); break;
-    case 2: run(p, slots, stack, 2); break;
-    case 3: run(p, slots, stack, 3); break;
-    case 4: run(p, slots, stack, 4); break;
-    case 5: run(p, slots, stack, 5); break;
-    case 6: run(p, slots, stack, 6); break;
-    case 7: run(p, slots, stack, 7); break;
-    case 8: run(p, slots, stack, 8); break;
-    default: run(p, slots, stack, nd); break;
+    case 0: RUN_ND(0); break;
+    case 1: RUN_ND(1); break;
+    case 2: RUN_ND(2); break;
+    case 3: RUN_ND(3); break;
+    case 4: RUN_ND(4); break;
+    case 5: RUN_ND(5); break;
+    case 6: RUN_ND(6); break;
+    case 7: RUN_ND(7); break;
+    case 8: RUN_ND(8); break;
+    default: {
+        double top[1 + POPK_DUAL_MAX];
+        run(p, slots, stack, nd, top);
+        break;
+    }
     }
 }

@@ -245,6 +245,183 @@ static void test_names(void)
     CU_ASSERT_FALSE(popk_expr_is_reserved("CL"));
 }
 
+/* Each bad expression: where the error points and what it says. Parse errors and compile
+ * errors are both checked (compile only runs when parsing succeeded). */
+static void test_errors(void)
+{
+    struct {
+        const char *text;
+        popk_status code;
+        int line, column;
+        const char *message;
+        const char *context;
+    } cases[] = {
+        {"", POPK_ERR_MODEL, 3, 5, "empty expression", "    "},
+        {"   ", POPK_ERR_MODEL, 3, 5, "empty expression", "       "},
+        {"tcl + etacl", POPK_ERR_MODEL, 3, 11, "unknown symbol 'etacl' (did you mean 'eta_cl'?)",
+         "    tcl + etacl"},
+        {"x + qqq", POPK_ERR_MODEL, 3, 9, "unknown symbol 'qqq'", NULL},
+        {"expp(x)", POPK_ERR_MODEL, 3, 5, "unknown function 'expp' (did you mean 'exp'?)", NULL},
+        {"foo(x)", POPK_ERR_MODEL, 3, 5, "unknown function 'foo'", NULL},
+        {"exp(x, y)", POPK_ERR_MODEL, 3, 5, "exp() takes 1 argument, got 2", NULL},
+        {"pow(x)", POPK_ERR_MODEL, 3, 5, "pow() takes 2 arguments, got 1", NULL},
+        {"min(x)", POPK_ERR_MODEL, 3, 5, "min() takes at least 2 arguments, got 1", NULL},
+        {"if(x, y)", POPK_ERR_MODEL, 3, 5, "if() takes 3 arguments, got 2", NULL},
+        {"exp()", POPK_ERR_MODEL, 3, 5, "exp() takes 1 argument, got 0", NULL},
+        {"x / 0", POPK_ERR_MODEL, 3, 7, "division by zero", NULL},
+        {"x / (2 - 2.0)", POPK_ERR_MODEL, 3, 7, "division by zero", NULL},
+        {"x / -0.0e3", POPK_ERR_MODEL, 3, 7, "division by zero", NULL},
+        {"(x + 1", POPK_ERR_MODEL, 3, 5, "unbalanced parentheses: '(' is never closed", NULL},
+        {"exp(x + 1", POPK_ERR_MODEL, 3, 8, "unbalanced parentheses: '(' is never closed", NULL},
+        {"x + 1)", POPK_ERR_MODEL, 3, 10, "unbalanced parentheses: unexpected ')'", NULL},
+        {")", POPK_ERR_MODEL, 3, 5, "unbalanced parentheses: unexpected ')'", NULL},
+        {"x y", POPK_ERR_MODEL, 3, 7, "unexpected 'y' after a complete expression", NULL},
+        {"2x", POPK_ERR_MODEL, 3, 5, "malformed number '2x'", NULL},
+        {"1e+", POPK_ERR_MODEL, 3, 5, "malformed number '1e+': exponent has no digits", NULL},
+        {"1.2.3", POPK_ERR_MODEL, 3, 5, "malformed number '1.2.'", NULL},
+        {"1e400", POPK_ERR_MODEL, 3, 5, "number '1e400' is out of range", NULL},
+        {"x +", POPK_ERR_MODEL, 3, 8, "expected an expression, found end of input", NULL},
+        {"x * * y", POPK_ERR_MODEL, 3, 9, "expected an expression, found '*'", NULL},
+        {"x ** 2", POPK_ERR_MODEL, 3, 7, "use '^' for powers", NULL},
+        {"x = 1", POPK_ERR_MODEL, 3, 7, "use '==' to compare", NULL},
+        {"x & y", POPK_ERR_MODEL, 3, 7, "use '&&'", NULL},
+        {"x | y", POPK_ERR_MODEL, 3, 7, "use '||'", NULL},
+        {"x $ y", POPK_ERR_MODEL, 3, 7, "unexpected character '$'", NULL},
+        {"x < y < z", POPK_ERR_MODEL, 3, 11, "comparisons cannot be chained", NULL},
+        {"x == y == z", POPK_ERR_MODEL, 3, 12, "comparisons cannot be chained", NULL},
+        {"exp(x y)", POPK_ERR_MODEL, 3, 11, "expected ',' or ')' in the arguments of exp()", NULL},
+        {"\"PM\"", POPK_ERR_MODEL, 3, 5, "string literal \"PM\" can only be compared", NULL},
+        {"\"PM\" + 1", POPK_ERR_MODEL, 3, 5, "string literal \"PM\" can only be compared", NULL},
+        {"exp('PM')", POPK_ERR_MODEL, 3, 9, "string literal \"PM\" can only be compared", NULL},
+        {"CYP2C19 < \"PM\"", POPK_ERR_MODEL, 3, 15, "string literal \"PM\" can only be compared",
+         NULL},
+        {"\"PM\" == \"PM\"", POPK_ERR_MODEL, 3, 5, "comparison of two string literals", NULL},
+        {"-\"PM\"", POPK_ERR_MODEL, 3, 6, "string literal", NULL},
+        {"CYP2C19 == \"PM", POPK_ERR_MODEL, 3, 16, "unterminated string literal", NULL},
+        {"CYP2C19 == \"XM\"", POPK_ERR_MODEL, 3, 16,
+         "unknown level \"XM\" of 'CYP2C19' (did you mean \"PM\"?; levels: PM, IM, NM, RM, UM)",
+         NULL},
+        {"CYP2C19 == \"poor\"", POPK_ERR_MODEL, 3, 16,
+         "unknown level \"poor\" of 'CYP2C19' (levels: PM, IM, NM, RM, UM)", NULL},
+        {"x == \"PM\"", POPK_ERR_MODEL, 3, 10, "'x' is not categorical", NULL},
+        {"(x + 1) == \"PM\"", POPK_ERR_MODEL, 3, 16, "can only be compared with a categorical",
+         NULL},
+        {"cyp == \"PM\"", POPK_ERR_MODEL, 3, 5, "unknown symbol 'cyp'", NULL},
+        {"x +\n  y +\n   qq", POPK_ERR_MODEL, 5, 4, "unknown symbol 'qq'", "   qq"},
+        {"x +\n  y + )", POPK_ERR_MODEL, 4, 7, "unexpected ')'", "  y + )"},
+    };
+    popk_srcloc loc = {"model.yaml", 3, 5};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        popk_error err;
+        const char *text = cases[i].text;
+        popk_expr *e = popk_expr_parse(text, strlen(text), &loc, &err);
+        popk_status st = POPK_OK;
+        if (e) {
+            popk_prog *p = popk_prog_new();
+            st = popk_prog_add(p, SOUT, e, &symtab, &err);
+            CU_ASSERT_EQUAL(popk_prog_count(p), 0);
+            popk_prog_free(p);
+            popk_expr_free(e);
+        } else {
+            st = err.code;
+        }
+        int ok = st == cases[i].code && err.code == cases[i].code &&
+                 err.line == cases[i].line && err.column == cases[i].column &&
+                 strstr(err.message, cases[i].message) != NULL &&
+                 strcmp(err.file, "model.yaml") == 0;
+        if (ok && cases[i].context)
+            ok = strcmp(err.context, cases[i].context) == 0;
+        else if (ok)  /* the first line of the text, padded to the file column */
+            ok = strncmp(err.context, "    ", 4) == 0 &&
+                 strncmp(err.context + 4, text, strlen(err.context + 4)) == 0;
+        if (!ok) {
+            fprintf(stderr, "'%s': got %d %d:%d '%s' [%s]\n", text, (int)st, err.line, err.column,
+                    err.message, err.context);
+            CU_FAIL("unexpected error report");
+        }
+    }
+}
+
+static char *repeat(const char *head, const char *unit, size_t times, const char *tail)
+{
+    size_t lh = strlen(head), lu = strlen(unit), lt = strlen(tail);
+    char *s = malloc(lh + lu * times + lt + 1);
+    memcpy(s, head, lh);
+    for (size_t i = 0; i < times; i++)
+        memcpy(s + lh + i * lu, unit, lu);
+    memcpy(s + lh + lu * times, tail, lt + 1);
+    return s;
+}
+
+/* Nesting is refused past 256 levels whatever the form; long flat chains (a 1 MB sum) are
+ * fine; past 1 MiB the text is refused. */
+static void test_limits(void)
+{
+    popk_error err;
+    const char *deep_forms[][2] = {{"(", ")"}, {"exp(", ")"}, {"-", ""}, {"x^", ""},
+                                   {"if(x,", ",1)"}, {"!", ""}};
+    for (size_t f = 0; f < sizeof deep_forms / sizeof deep_forms[0]; f++) {
+        for (int n = 200; n <= 400; n += 200) {
+            size_t lo = strlen(deep_forms[f][0]), lc = strlen(deep_forms[f][1]);
+            char *s = malloc((lo + lc) * (size_t)n + 2);
+            size_t k = 0;
+            for (int i = 0; i < n; i++, k += lo)
+                memcpy(s + k, deep_forms[f][0], lo);
+            s[k++] = 'y';
+            for (int i = 0; i < n; i++, k += lc)
+                memcpy(s + k, deep_forms[f][1], lc);
+            s[k] = '\0';
+            popk_expr *e = popk_expr_parse(s, k, NULL, &err);
+            if (n == 200) {
+                CU_ASSERT_PTR_NOT_NULL(e);
+                if (e) {
+                    popk_prog *p = popk_prog_new();
+                    CU_ASSERT_EQUAL(popk_prog_add(p, SOUT, e, &symtab, &err), POPK_OK);
+                    popk_prog_free(p);
+                }
+            } else {
+                CU_ASSERT_PTR_NULL(e);
+                CU_ASSERT_EQUAL(err.code, POPK_ERR_LIMIT);
+                CU_ASSERT_PTR_NOT_NULL(strstr(err.message, "nested deeper than 256 levels"));
+            }
+            popk_expr_free(e);
+            free(s);
+        }
+    }
+
+    /* About 1 MB of "x+y*2+", evaluated and checked against the closed form. */
+    size_t terms = 1000000 / 6;
+    char *big = repeat("", "x+y*2+", terms, "z");
+    popk_expr *e = popk_expr_parse(big, strlen(big), NULL, &err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(e);
+    popk_prog *p = popk_prog_new();
+    CU_ASSERT_EQUAL(popk_prog_add(p, SOUT, e, &symtab, &err), POPK_OK);
+    CU_ASSERT(popk_prog_stack_size(p) <= 3);
+    double slots[NSLOT] = {0.5, 0.25, 3, 0, 0, 0, 0, 0, 0};
+    double stack[8];
+    popk_prog_eval(p, slots, stack);
+    CU_ASSERT_DOUBLE_EQUAL(slots[SOUT], (double)terms + 3, 0);
+    popk_prog_free(p);
+    popk_expr_free(e);
+    free(big);
+
+    /* A 1 MB constant sum folds as it is parsed. */
+    big = repeat("", "1+", 500000, "1");
+    e = popk_expr_parse(big, strlen(big), NULL, &err);
+    double v = 0;
+    CU_ASSERT_TRUE(popk_expr_constant(e, &v));
+    CU_ASSERT_EQUAL(v, 500001.0);
+    popk_expr_free(e);
+    free(big);
+
+    big = repeat("", "x+", 600000, "1");
+    e = popk_expr_parse(big, strlen(big), NULL, &err);
+    CU_ASSERT_PTR_NULL(e);
+    CU_ASSERT_EQUAL(err.code, POPK_ERR_LIMIT);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err.message, "longer than 1048576 bytes"));
+    free(big);
+}
+
 static void test_suggest(void)
 {
     CU_ASSERT_STRING_EQUAL(popk_symtab_suggest(&symtab, "eta_c1"), "eta_cl");
@@ -264,5 +441,7 @@ int main(void)
     CU_add_test(s, "program", test_program);
     CU_add_test(s, "names", test_names);
     CU_add_test(s, "suggest", test_suggest);
+    CU_add_test(s, "errors", test_errors);
+    CU_add_test(s, "limits", test_limits);
     return popk_test_run();
 }
