@@ -36,14 +36,13 @@ typedef struct {
 
 static void usage(FILE *out)
 {
-    fprintf(out,
-            "usage: popk data FILE [--json]\n\n"
-            "Read a NONMEM-format dataset (see docs/dataset-format.md) and print a summary:\n"
-            "subjects, records, observations, doses, per-compartment counts, each\n"
-            "covariate's range or levels, and missing values.\n\n"
-            "  --json   print the same summary as one JSON object\n"
-            "  --help   print this help\n\n"
-            "On a malformed file prints FILE:LINE:COLUMN: message and exits with status 2.\n");
+    fprintf(out, "usage: popk data FILE [--json]\n\n"
+                 "Read a NONMEM-format dataset (see docs/dataset-format.md) and print a summary:\n"
+                 "subjects, records, observations, doses, per-compartment counts, each\n"
+                 "covariate's range or levels, and missing values.\n\n"
+                 "  --json   print the same summary as one JSON object\n"
+                 "  --help   print this help\n\n"
+                 "On a malformed file prints FILE:LINE:COLUMN: message and exits with status 2.\n");
 }
 
 static int cmp_key(const void *a, const void *b)
@@ -68,6 +67,20 @@ static size_t merge_keys(key_count *k, size_t n)
         }
     }
     return m + 1;
+}
+
+/* Count into the distinct keys seen so far while they are few (the usual case); past that,
+ * append and let merge_keys sort. */
+static void add_key(key_count *k, size_t *n, int key, size_t obs, size_t doses)
+{
+    if (*n <= 16)
+        for (size_t i = 0; i < *n; i++)
+            if (k[i].key == key) {
+                k[i].obs += obs;
+                k[i].doses += doses;
+                return;
+            }
+    k[(*n)++] = (key_count){key, obs, doses};
 }
 
 static void summary_free(summary *s, const popk_data *d)
@@ -104,9 +117,9 @@ static int summarise(const popk_data *d, summary *s)
         s->tmin = fmin(s->tmin, r->time);
         s->tmax = fmax(s->tmax, r->time);
         if (obs || dose)
-            s->cmt[s->ncmt++] = (key_count){r->cmt, (size_t)obs, (size_t)dose};
+            add_key(s->cmt, &s->ncmt, r->cmt, (size_t)obs, (size_t)dose);
         if (obs)
-            s->dvid[s->ndvid++] = (key_count){r->dvid, 1, 0};
+            add_key(s->dvid, &s->ndvid, r->dvid, 1, 0);
     }
     s->ncmt = merge_keys(s->cmt, s->ncmt);
     s->ndvid = merge_keys(s->dvid, s->ndvid);
@@ -165,8 +178,8 @@ static void print_text(const popk_data *d, const summary *s)
     printf("other records:  %zu EVID 2, %zu resets (EVID 3 or 4), %zu observations with MDV 1\n",
            s->evid2, s->resets, s->excluded_obs);
     printf("time:           from %s to %s\n", num(s->tmin, a, sizeof a), num(s->tmax, b, sizeof b));
-    printf("per subject:    %zu to %zu records, %zu to %zu observations\n", s->rec_min,
-           s->rec_max, s->obs_min, s->obs_max);
+    printf("per subject:    %zu to %zu records, %zu to %zu observations\n", s->rec_min, s->rec_max,
+           s->obs_min, s->obs_max);
     printf("compartments:   CMT  observations  doses\n");
     for (size_t k = 0; k < s->ncmt; k++)
         printf("                %3d  %12zu  %5zu\n", s->cmt[k].key, s->cmt[k].obs, s->cmt[k].doses);
@@ -186,7 +199,8 @@ static void print_text(const popk_data *d, const summary *s)
             printf("  %s: numeric, from %s to %s, %zu missing\n", c->name,
                    num(cs->min, a, sizeof a), num(cs->max, b, sizeof b), cs->missing);
         } else {
-            printf("  %s: categorical, %d level%s:", c->name, c->nlevels, c->nlevels == 1 ? "" : "s");
+            printf("  %s: categorical, %d level%s:", c->name, c->nlevels,
+                   c->nlevels == 1 ? "" : "s");
             for (int l = 0; l < c->nlevels && l < TEXT_LEVELS_SHOWN; l++)
                 printf("%s %s %zu", l ? "," : "", c->levels[l], cs->level_count[l]);
             if (c->nlevels > TEXT_LEVELS_SHOWN)
@@ -194,7 +208,7 @@ static void print_text(const popk_data *d, const summary *s)
             printf("; %zu missing\n", cs->missing);
         }
     }
-    printf("missing values: %zu (%zu DV on records with MDV 1, %zu covariate values)\n",
+    printf("missing values: %zu (%zu DV, %zu covariate values)\n",
            s->dv_missing + s->cov_missing, s->dv_missing, s->cov_missing);
 }
 
@@ -228,8 +242,7 @@ static void print_json(const popk_data *d, const summary *s)
     printf(", \"subjects\": %zu, \"records\": %zu, \"observations\": %zu, \"doses\": %zu, "
            "\"addl_doses\": %zu, \"evid2_records\": %zu, \"resets\": %zu, "
            "\"excluded_observations\": %zu,\n",
-           d->nsub, d->nrec, s->obs, s->doses, s->addl_doses, s->evid2, s->resets,
-           s->excluded_obs);
+           d->nsub, d->nrec, s->obs, s->doses, s->addl_doses, s->evid2, s->resets, s->excluded_obs);
     printf(" \"time\": {\"min\": ");
     json_number(s->tmin);
     printf(", \"max\": ");

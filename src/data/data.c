@@ -17,6 +17,7 @@
 #define MAX_LINE_BYTES (1u << 20)
 #define MAX_COLUMNS 4096
 #define MAX_RECORDS ((size_t)INT32_MAX - 1)
+#define MAX_FILE_BYTES ((size_t)1 << 33)
 
 static const char *const item_names[POPK_ITEM_N] = {
     "ID", "TIME", "DV", "AMT", "EVID", "MDV", "CMT", "RATE", "II", "ADDL", "SS", "DVID",
@@ -43,13 +44,13 @@ typedef struct {
     const char *name;
     const char *buf, *end;
     popk_error *err;
-    int comma;            /* comma-separated; otherwise blanks separate fields */
+    int comma; /* comma-separated; otherwise blanks separate fields */
     size_t ncol;
-    int *col_item;        /* standard item of each column, or -1 */
-    int *col_cov;         /* covariate of each column, or -1 */
-    int *cov_kind;        /* COV_UNDECIDED or popk_cov_kind */
-    level_table *levels;  /* one per covariate */
-    field *fields;        /* MAX_COLUMNS + 1 */
+    int *col_item;       /* standard item of each column, or -1 */
+    int *col_cov;        /* covariate of each column, or -1 */
+    int *cov_kind;       /* COV_UNDECIDED or popk_cov_kind */
+    level_table *levels; /* one per covariate */
+    field *fields;       /* MAX_COLUMNS + 1 */
     popk_data *d;
     size_t rec_cap;
 } parser;
@@ -82,7 +83,6 @@ static popk_status fail(parser *P, popk_status code, int line, const char *line_
 static popk_status check_bytes(parser *P, const char *start)
 {
     const unsigned char *p = (const unsigned char *)start, *end = (const unsigned char *)P->end;
-    const char *bad = NULL;
     const char *why = NULL;
     unsigned badbyte = 0;
     while (p < end) {
@@ -100,20 +100,25 @@ static popk_status check_bytes(parser *P, const char *start)
                 p++;
                 continue;
             }
-            bad = (const char *)p, why = "carriage return inside a line (only CRLF or LF line ends are accepted)";
+            why = "carriage return inside a line (only CRLF or LF line ends are accepted)";
             break;
         }
         if (c == 0) {
-            bad = (const char *)p, why = "NUL byte: this is not a text file";
+            why = "NUL byte: this is not a text file";
             break;
         }
         if (c < 0x80) {
-            bad = (const char *)p, badbyte = c, why = "control character";
+            badbyte = c;
+            why = "control character";
             break;
         }
-        int n = c >= 0xF0 && c <= 0xF4 ? 3 : c >= 0xE0 ? 2 : c >= 0xC2 && c < 0xE0 ? 1 : -1;
-        if (c > 0xF4)
-            n = -1;
+        int n = -1; /* continuation bytes after a valid lead byte */
+        if (c >= 0xC2 && c <= 0xDF)
+            n = 1;
+        else if (c >= 0xE0 && c <= 0xEF)
+            n = 2;
+        else if (c >= 0xF0 && c <= 0xF4)
+            n = 3;
         int ok = n > 0 && end - p > n;
         for (int k = 1; ok && k <= n; k++)
             ok = (p[k] & 0xC0) == 0x80;
@@ -122,13 +127,15 @@ static popk_status check_bytes(parser *P, const char *start)
                    (c == 0xF0 && p[1] < 0x90) || (c == 0xF4 && p[1] >= 0x90)))
             ok = 0;
         if (!ok) {
-            bad = (const char *)p, badbyte = c, why = "invalid UTF-8";
+            badbyte = c;
+            why = "invalid UTF-8";
             break;
         }
         p += n + 1;
     }
-    if (!bad)
+    if (!why)
         return POPK_OK;
+    const char *bad = (const char *)p;
     int line = 1;
     const char *ls = start;
     for (const char *q = start; q < bad; q++)
@@ -308,8 +315,9 @@ static popk_status parse_header(parser *P, int line, const char *ls, const char 
             return fail(P, POPK_ERR_DATA, line, ls, h->s, "empty column name in the header");
         for (const char *q = h->s; q < h->e; q++)
             if (*q == '"' || *q == '\'')
-                return fail(P, POPK_ERR_DATA, line, ls, q,
-                            "quotes are not supported: write column names and values without quotes");
+                return fail(
+                    P, POPK_ERR_DATA, line, ls, q,
+                    "quotes are not supported: write column names and values without quotes");
         double v;
         num_kind k = parse_number(h->s, h->e, &v);
         if (k == NUM_OK || k == NUM_RANGE || (k == NUM_MISSING && h->e - h->s == 1))
@@ -331,7 +339,8 @@ static popk_status parse_header(parser *P, int line, const char *ls, const char 
             d->has_col[item] = 1;
     }
     if (!d->has_col[POPK_ITEM_ID] || !d->has_col[POPK_ITEM_TIME])
-        return fail(P, POPK_ERR_DATA, line, ls, ls, "no %s column in the header (ID and TIME are required)",
+        return fail(P, POPK_ERR_DATA, line, ls, ls,
+                    "no %s column in the header (ID and TIME are required)",
                     d->has_col[POPK_ITEM_ID] ? "TIME" : "ID");
     d->ncov = ncov;
     if (ncov) {
@@ -466,6 +475,9 @@ static popk_status parse_record(parser *P, int line, const char *ls, const char 
         num_kind k = NUM_MISSING;
         int item = P->col_item[c];
         int j = P->col_cov[c];
+        if (fc->s < fc->e && (*fc->s == '"' || *fc->s == '\''))
+            return fail(P, POPK_ERR_DATA, line, ls, fc->s,
+                        "quotes are not supported: write values without quotes");
         if (item < 0 && P->cov_kind[j] == POPK_COV_CATEGORICAL) {
             if (fc->s == fc->e || (fc->e - fc->s == 1 && *fc->s == '.')) {
                 d->cov[j].values[r] = NAN;
@@ -476,7 +488,8 @@ static popk_status parse_record(parser *P, int line, const char *ls, const char 
             else {
                 int lev = level_of(&P->levels[j], fc->s, (size_t)(fc->e - fc->s));
                 if (lev < 0)
-                    return popk_error_set(P->err, POPK_ERR_NOMEM, P->name, line, 1, "out of memory");
+                    return popk_error_set(P->err, POPK_ERR_NOMEM, P->name, line, 1,
+                                          "out of memory");
                 d->cov[j].values[r] = lev;
                 continue;
             }
@@ -492,9 +505,6 @@ static popk_status parse_record(parser *P, int line, const char *ls, const char 
         if (k == NUM_RANGE)
             return fail(P, POPK_ERR_DATA, line, ls, fc->s,
                         "number %.*s in column %s is out of range", shown_len(fc), fc->s, colname);
-        if (fc->s < fc->e && (*fc->s == '"' || *fc->s == '\''))
-            return fail(P, POPK_ERR_DATA, line, ls, fc->s,
-                        "quotes are not supported: write values without quotes");
         if (item >= 0) {
             if (k == NUM_TEXT)
                 return fail(P, POPK_ERR_DATA, line, ls, fc->s,
@@ -510,7 +520,8 @@ static popk_status parse_record(parser *P, int line, const char *ls, const char 
             if (k == NUM_TEXT) {
                 int lev = level_of(&P->levels[j], fc->s, (size_t)(fc->e - fc->s));
                 if (lev < 0)
-                    return popk_error_set(P->err, POPK_ERR_NOMEM, P->name, line, 1, "out of memory");
+                    return popk_error_set(P->err, POPK_ERR_NOMEM, P->name, line, 1,
+                                          "out of memory");
                 d->cov[j].values[r] = lev;
                 continue;
             }
@@ -537,12 +548,9 @@ static popk_status parse_record(parser *P, int line, const char *ls, const char 
         double lo, hi;
         const char *range;
     } ints[] = {
-        {POPK_ITEM_EVID, 0, 4, "0, 1, 2, 3 or 4"},
-        {POPK_ITEM_MDV, 0, 1, "0 or 1"},
-        {POPK_ITEM_SS, 0, 2, "0, 1 or 2"},
-        {POPK_ITEM_CMT, -1e6, 1e6, "an integer"},
-        {POPK_ITEM_ADDL, 0, 1e9, "an integer >= 0"},
-        {POPK_ITEM_DVID, -1e6, 1e6, "an integer"},
+        {POPK_ITEM_EVID, 0, 4, "0, 1, 2, 3 or 4"},   {POPK_ITEM_MDV, 0, 1, "0 or 1"},
+        {POPK_ITEM_SS, 0, 2, "0, 1 or 2"},           {POPK_ITEM_CMT, -1e6, 1e6, "an integer"},
+        {POPK_ITEM_ADDL, 0, 1e9, "an integer >= 0"}, {POPK_ITEM_DVID, -1e6, 1e6, "an integer"},
     };
     int iv[POPK_ITEM_N] = {0};
     for (size_t i = 0; i < sizeof ints / sizeof ints[0]; i++) {
@@ -554,7 +562,8 @@ static popk_status parse_record(parser *P, int line, const char *ls, const char 
         iv[it] = (int)v;
     }
     if (rec->amt < 0)
-        return fail(P, POPK_ERR_DATA, line, ls, at[POPK_ITEM_AMT], "AMT %.15g is negative", rec->amt);
+        return fail(P, POPK_ERR_DATA, line, ls, at[POPK_ITEM_AMT], "AMT %.15g is negative",
+                    rec->amt);
     if (rec->ii < 0)
         return fail(P, POPK_ERR_DATA, line, ls, at[POPK_ITEM_II], "II %.15g is negative", rec->ii);
     rec->cmt = iv[POPK_ITEM_CMT];
@@ -563,32 +572,40 @@ static popk_status parse_record(parser *P, int line, const char *ls, const char 
     rec->dvid = iv[POPK_ITEM_DVID];
 
     int dv_missing = missing[POPK_ITEM_DV] && d->has_col[POPK_ITEM_DV];
-    int dose_like = rec->amt > 0 || rec->rate != 0;
+    int dose_like = rec->amt > 0 || rec->rate != 0 || rec->ss != 0;
     int mdv = d->has_col[POPK_ITEM_MDV] ? iv[POPK_ITEM_MDV] : (dose_like || dv_missing);
     rec->evid = d->has_col[POPK_ITEM_EVID] ? iv[POPK_ITEM_EVID] : dose_like ? 1 : mdv ? 2 : 0;
     rec->mdv = d->has_col[POPK_ITEM_MDV] ? iv[POPK_ITEM_MDV] : (rec->evid != 0 || dv_missing);
     rec->dv = val[POPK_ITEM_DV];
-    if (dv_missing && rec->evid == 0) {
-        if (rec->mdv == 0)
-            return fail(P, POPK_ERR_DATA, line, ls, at[POPK_ITEM_DV],
-                        "DV is missing on an observation record (EVID 0, MDV 0): set MDV to 1 "
-                        "to skip it");
-        rec->dv = NAN;
-    }
-
     int dose = rec->evid == 1 || rec->evid == 4;
-    if (!dose && rec->amt != 0)
-        return fail(P, POPK_ERR_DATA, line, ls, at[POPK_ITEM_AMT],
-                    "AMT %.15g on a record that is not a dose (EVID %d)", rec->amt, rec->evid);
-    if (!dose && rec->rate != 0)
-        return fail(P, POPK_ERR_DATA, line, ls, at[POPK_ITEM_RATE],
-                    "RATE %.15g on a record that is not a dose (EVID %d)", rec->rate, rec->evid);
-    if (!dose && rec->ss != 0)
-        return fail(P, POPK_ERR_DATA, line, ls, at[POPK_ITEM_SS],
-                    "SS %d on a record that is not a dose (EVID %d)", rec->ss, rec->evid);
-    if (!dose && rec->addl != 0)
-        return fail(P, POPK_ERR_DATA, line, ls, at[POPK_ITEM_ADDL],
-                    "ADDL %d on a record that is not a dose (EVID %d)", rec->addl, rec->evid);
+    if (rec->evid != 0 && rec->mdv == 0)
+        return fail(P, POPK_ERR_DATA, line, ls, at[POPK_ITEM_MDV],
+                    "MDV 0 on a record that is not an observation (EVID %d): must be 1",
+                    rec->evid);
+    if (dv_missing && rec->evid == 0 && rec->mdv == 0)
+        return fail(P, POPK_ERR_DATA, line, ls, at[POPK_ITEM_DV],
+                    "DV is missing on an observation record (EVID 0, MDV 0): set MDV to 1 "
+                    "to skip it");
+    /* On dose records '.' is NONMEM's 0; elsewhere keep the fact that no value was given. */
+    if (dv_missing && !dose)
+        rec->dv = NAN;
+
+    /* NONMEM: on EVID 0, 2 and 3 the dose items AMT, RATE, II, ADDL and SS must be 0. */
+    static const struct {
+        int item;
+        const char *name;
+    } dose_items[] = {{POPK_ITEM_AMT, "AMT"},
+                      {POPK_ITEM_RATE, "RATE"},
+                      {POPK_ITEM_II, "II"},
+                      {POPK_ITEM_ADDL, "ADDL"},
+                      {POPK_ITEM_SS, "SS"}};
+    for (size_t i = 0; !dose && i < sizeof dose_items / sizeof dose_items[0]; i++) {
+        int it = dose_items[i].item;
+        if (val[it] != 0)
+            return fail(P, POPK_ERR_DATA, line, ls, at[it],
+                        "%s %.15g on a record that is not a dose (EVID %d)", dose_items[i].name,
+                        val[it], rec->evid);
+    }
     if (dose) {
         const char *ra = at[POPK_ITEM_RATE];
         if (rec->rate < 0 && rec->rate != -1 && rec->rate != -2)
@@ -597,16 +614,26 @@ static popk_status parse_record(parser *P, int line, const char *ls, const char 
                         rec->rate);
         if (rec->rate < 0 && rec->amt == 0)
             return fail(P, POPK_ERR_DATA, line, ls, ra, "RATE %.15g needs AMT > 0", rec->rate);
+        if (rec->amt == 0 && rec->rate == 0 && rec->ss == 0)
+            return fail(P, POPK_ERR_DATA, line, ls, at[POPK_ITEM_AMT],
+                        "dose record (EVID %d) without a dose: AMT, RATE and SS are all 0",
+                        rec->evid);
+        /* AMT 0 with SS: a constant infusion at RATE (SS 1), or with RATE 0 the steady state
+         * of endogenous input; neither repeats, so II must be 0. */
         int const_infusion = rec->rate > 0 && rec->amt == 0;
         if (const_infusion && rec->ss != 1)
             return fail(P, POPK_ERR_DATA, line, ls, ra,
                         "RATE > 0 with AMT 0 is only allowed for a steady-state constant "
                         "infusion (SS 1)");
-        if (const_infusion && rec->ii != 0)
+        if (rec->amt == 0 && rec->ii != 0)
             return fail(P, POPK_ERR_DATA, line, ls, at[POPK_ITEM_II],
-                        "a steady-state constant infusion (SS 1, AMT 0, RATE > 0) needs II 0");
-        if (rec->ss != 0 && !const_infusion && rec->ii <= 0)
-            return fail(P, POPK_ERR_DATA, line, ls, at[POPK_ITEM_SS], "SS %d needs II > 0", rec->ss);
+                        "%s (SS %d, AMT 0) needs II 0",
+                        const_infusion ? "a steady-state constant infusion"
+                                       : "a steady state of endogenous input",
+                        rec->ss);
+        if (rec->ss != 0 && rec->amt > 0 && rec->ii <= 0)
+            return fail(P, POPK_ERR_DATA, line, ls, at[POPK_ITEM_SS], "SS %d needs II > 0",
+                        rec->ss);
         if (rec->addl > 0 && rec->ii <= 0)
             return fail(P, POPK_ERR_DATA, line, ls, at[POPK_ITEM_ADDL], "ADDL %d needs II > 0",
                         rec->addl);
@@ -703,8 +730,8 @@ static popk_data *parse_terminated(const char *name, const char *buf, size_t len
         if (le > p && le[-1] == '\r')
             le--;
         if ((size_t)(le - p) > MAX_LINE_BYTES) {
-            st = popk_error_set(err, POPK_ERR_LIMIT, name, line, 1,
-                                "line longer than %u bytes", MAX_LINE_BYTES);
+            st = popk_error_set(err, POPK_ERR_LIMIT, name, line, 1, "line longer than %u bytes",
+                                MAX_LINE_BYTES);
             goto out;
         }
         const char *q = p;
@@ -792,16 +819,26 @@ popk_data *popk_data_read(const char *path, popk_error *err)
             popk_error_set(err, POPK_ERR_IO, path, 0, 0, "is a directory, not a dataset file");
             return NULL;
         }
-        if (S_ISREG(stb.st_mode) && (uintmax_t)stb.st_size < SIZE_MAX - 1)
-            cap = (size_t)stb.st_size + 1;
+        if (S_ISREG(stb.st_mode) && (uintmax_t)stb.st_size < MAX_FILE_BYTES)
+            cap = (size_t)stb.st_size + 1; /* + 1 so that a full read proves end of file */
     }
-    char *buf = malloc(cap);
+    char *buf = malloc(cap + 1); /* + 1 for the terminating NUL the parser relies on */
     size_t len = 0;
     while (buf) {
-        len += fread(buf + len, 1, cap - len, fp);
-        if (len < cap)
+        size_t got = fread(buf + len, 1, cap - len, fp);
+        /* A NUL byte already decides the outcome: stop, so /dev/zero and the like end. */
+        int has_nul = memchr(buf + len, '\0', got) != NULL;
+        len += got;
+        if (len < cap || has_nul)
             break;
-        char *bigger = cap < SIZE_MAX / 2 ? realloc(buf, cap * 2) : NULL;
+        if (len >= MAX_FILE_BYTES) {
+            free(buf);
+            fclose(fp);
+            popk_error_set(err, POPK_ERR_LIMIT, path, 0, 0, "file larger than %llu bytes",
+                           (unsigned long long)MAX_FILE_BYTES);
+            return NULL;
+        }
+        char *bigger = cap < SIZE_MAX / 4 ? realloc(buf, cap * 2 + 1) : NULL;
         if (!bigger) {
             free(buf);
             buf = NULL;

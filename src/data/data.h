@@ -12,7 +12,7 @@
  * and CMT 0 = "the model's default compartment"). */
 typedef struct {
     double time;
-    double dv;      /* NaN when missing ('.') on an observation record */
+    double dv;      /* NaN when missing ('.') on a record that is not a dose (EVID 0, 2, 3) */
     double amt;
     double rate;
     double ii;
@@ -38,7 +38,8 @@ typedef struct {
     char *name;              /* as in the header (original case) */
     popk_cov_kind kind;
     int nlevels;             /* categorical: text levels in order of first appearance */
-    char **levels;           /* values hold the level index 0..nlevels-1 as a double */
+    char **levels;           /* values hold the level index 0..nlevels-1 as a double;
+                              * pointers and texts are one allocation (free(levels)) */
     double *values;          /* nrec values; NaN = missing */
 } popk_covariate;
 
@@ -58,9 +59,12 @@ enum {
     POPK_ITEM_N
 };
 
-/* Read a dataset. On any problem returns NULL and sets err to FILE:LINE:COLUMN: message. */
+/* Read a dataset. On any problem returns NULL and sets err to FILE:LINE:COLUMN: message
+ * (code POPK_ERR_DATA for a malformed file, POPK_ERR_LIMIT past a size limit, POPK_ERR_IO when
+ * the file cannot be read, POPK_ERR_NOMEM). err->context is left empty so that a report is
+ * one line; binary input must not reach a terminal. */
 popk_data *popk_data_read(const char *path, popk_error *err);
-/* Same from memory (name is used in messages). */
+/* Same from memory (name is used in messages; buf need not be NUL-terminated, it is copied). */
 popk_data *popk_data_parse(const char *name, const char *buf, size_t len, popk_error *err);
 void popk_data_free(popk_data *d);
 

@@ -27,8 +27,8 @@ static void expect_error(const char *text, int line, int column, const char *wan
     CU_ASSERT_STRING_EQUAL(err.file, "t.csv");
     CU_ASSERT_PTR_NOT_NULL(strstr(err.message, want));
     if (err.line != line || err.column != column || !strstr(err.message, want))
-        fprintf(stderr, "\n  got %d:%d: %s (wanted %d:%d: %s)\n", err.line, err.column,
-                err.message, line, column, want);
+        fprintf(stderr, "\n  got %d:%d: %s (wanted %d:%d: %s)\n", err.line, err.column, err.message,
+                line, column, want);
 }
 
 static void test_basic(void)
@@ -95,11 +95,11 @@ static void test_layout(void)
 static void test_missing_and_derived(void)
 {
     popk_data *d = parse("ID,TIME,DV,AMT,RATE,SS,II,ADDL,WT\n"
-                         "1,0,.,100,.,.,12,3,.\n"     /* dose: EVID 1, MDV 1 */
-                         "1,1,.,.,0,0,0,0,70\n"       /* missing DV: MDV 1, EVID 2 */
-                         "1,2,4.5,0,0,0,0,0,70\n"     /* observation */
-                         "1,3,0,0,5,1,0,0,70\n"       /* SS constant infusion: dose */
-                         "1,4,,,,,,,\n");             /* empty fields are '.' too */
+                         "1,0,.,100,.,.,12,3,.\n" /* dose: EVID 1, MDV 1 */
+                         "1,1,.,.,0,0,0,0,70\n"   /* missing DV: MDV 1, EVID 2 */
+                         "1,2,4.5,0,0,0,0,0,70\n" /* observation */
+                         "1,3,0,0,5,1,0,0,70\n"   /* SS constant infusion: dose */
+                         "1,4,,,,,,,\n");         /* empty fields are '.' too */
     CU_ASSERT_PTR_NOT_NULL_FATAL(d);
     const popk_record *r = d->rec;
     CU_ASSERT_EQUAL(r[0].evid, 1);
@@ -109,7 +109,7 @@ static void test_missing_and_derived(void)
     CU_ASSERT_EQUAL(r[0].addl, 3);
     CU_ASSERT_EQUAL(r[1].evid, 2);
     CU_ASSERT_EQUAL(r[1].mdv, 1);
-    CU_ASSERT_EQUAL(r[1].dv, 0); /* '.' is 0 on a record that is not an observation */
+    CU_ASSERT_TRUE(isnan(r[1].dv)); /* no value given, and not a dose */
     CU_ASSERT_EQUAL(r[2].evid, 0);
     CU_ASSERT_EQUAL(r[2].mdv, 0);
     CU_ASSERT_EQUAL(r[3].evid, 1);
@@ -128,6 +128,16 @@ static void test_missing_and_derived(void)
     CU_ASSERT_TRUE(isnan(d->rec[0].dv));
     CU_ASSERT_EQUAL(d->rec[0].mdv, 1);
     CU_ASSERT_EQUAL(d->sub[0].nobs, 1);
+    popk_data_free(d);
+
+    /* SS with AMT 0 and RATE 0 (steady state of endogenous input) is a dose, even without an
+     * EVID column; II must then be 0. */
+    d = parse("ID,TIME,DV,AMT,RATE,SS,II\n1,0,.,0,0,1,0\n1,1,2,0,0,0,0\n");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(d);
+    CU_ASSERT_EQUAL(d->rec[0].evid, 1);
+    CU_ASSERT_EQUAL(d->rec[0].mdv, 1);
+    CU_ASSERT_EQUAL(d->rec[0].dv, 0);
+    CU_ASSERT_EQUAL(d->rec[1].evid, 0);
     popk_data_free(d);
 
     /* MDV given, EVID absent: MDV 1 on a non-dose is EVID 2; without a DV column DV is 0. */
@@ -209,11 +219,34 @@ static void test_many_levels(void)
 static void test_numbers(void)
 {
     const char *nums[] = {
-        "0", "-0", "+0.0", "-0e5", "1", "-1", "0.1", ".5", "5.", "-.25", "1e3", "1E-3", "2.5e+2",
-        "0.30000000000000004", "123456789012345678", "1234567890123456789012345",
-        "9007199254740993", "1.7976931348623157e308", "4.9e-324", "2.2250738585072014e-308",
-        "1e-400", "0.000000000000000000000000000001234", "3.14159265358979323846264338327950",
-        "1e22", "1e23", "8.589973e9", "72057594037927945", "0.0001220703125",
+        "0",
+        "-0",
+        "+0.0",
+        "-0e5",
+        "1",
+        "-1",
+        "0.1",
+        ".5",
+        "5.",
+        "-.25",
+        "1e3",
+        "1E-3",
+        "2.5e+2",
+        "0.30000000000000004",
+        "123456789012345678",
+        "1234567890123456789012345",
+        "9007199254740993",
+        "1.7976931348623157e308",
+        "4.9e-324",
+        "2.2250738585072014e-308",
+        "1e-400",
+        "0.000000000000000000000000000001234",
+        "3.14159265358979323846264338327950",
+        "1e22",
+        "1e23",
+        "8.589973e9",
+        "72057594037927945",
+        "0.0001220703125",
     };
     char text[4096];
     size_t len = (size_t)sprintf(text, "ID,TIME,X\n");
@@ -262,7 +295,12 @@ static void test_errors(void)
     /* The column counts characters, not bytes. */
     expect_error("ID,TIME,SITE,DV\n1,0,Zürich,x\n", 2, 12, "non-numeric value 'x' in column DV");
     expect_error("ID,TIME\n1,0\n\xC3\x28\n", 3, 1, "invalid UTF-8 (byte 0xC3)");
-    expect_error("ID,TIME\n1,0\n\xED\xA0\x80\n", 3, 1, "invalid UTF-8");
+    expect_error("ID,TIME\n1,0\n\xED\xA0\x80\n", 3, 1, "invalid UTF-8");   /* surrogate */
+    expect_error("ID,TIME\n1,0\n\xE0\x80\x80\n", 3, 1, "invalid UTF-8");   /* overlong */
+    expect_error("ID,TIME\n1,0\n\xF5\x80\x80\x80\n", 3, 1, "invalid UTF-8");
+    expect_error("ID,TIME\n1,0\n1,\xF0\x9F\x98\n", 3, 3, "invalid UTF-8"); /* cut short */
+    /* A four-byte character is one column. */
+    expect_error("ID,TIME,NOTE,DV\n1,0,\xF0\x9F\x98\x80,x\n", 2, 7, "non-numeric value 'x'");
     expect_error("ID,TIME\n1,\"0\"\n", 2, 3, "quotes are not supported");
     popk_data *d = popk_data_parse("t.csv", "ID,TIME\n1,0\0\n", 13, &err);
     CU_ASSERT_PTR_NULL(d);
