@@ -69,7 +69,7 @@ static void print_omega(const popk_model *m)
         for (int i = first; i < first + n; i++) {
             printf("    ");
             for (int j = first; j <= i; j++)
-                printf(" %-10g", m->omega[i * m->neta + j]);
+                printf(" %10g", m->omega[i * m->neta + j]);
             printf("\n");
         }
     }
@@ -220,14 +220,19 @@ int popk_cmd_check(int argc, char **argv)
         return POPK_EXIT_INPUT;
     }
     int rc = POPK_EXIT_OK;
-    print_summary(m);
+    popk_data *d = NULL;
+    popk_binding *b = NULL;
     if (argc == 3) {
-        popk_data *d = popk_data_read(argv[2], &err);
-        popk_binding *b = d ? popk_model_bind(m, d, &err) : NULL;
+        d = popk_data_read(argv[2], &err);
+        b = d ? popk_model_bind(m, d, &err) : NULL;
         if (!b) {
             popk_cli_report(&err);
             rc = POPK_EXIT_INPUT;
-        } else {
+        }
+    }
+    if (rc == POPK_EXIT_OK) {
+        print_summary(m);
+        if (d) {
             size_t nobs = 0;
             for (size_t s = 0; s < d->nsub; s++)
                 nobs += d->sub[s].nobs;
@@ -235,11 +240,10 @@ int popk_cmd_check(int argc, char **argv)
                    "compartments and outputs match\n",
                    d->path, d->nrec, d->nsub, nobs);
         }
-        popk_binding_free(b);
-        popk_data_free(d);
-    }
-    if (rc == POPK_EXIT_OK)
         printf("ok\n");
+    }
+    popk_binding_free(b);
+    popk_data_free(d);
     popk_model_free(m);
     return rc;
 }

@@ -330,6 +330,70 @@ static void test_acop(void)
     popk_model_free(m);
 }
 
+/* Every ACOP model is NONMEM's P = exp(THETA + ETA) for each individual parameter p, with the
+ * theta named tp: at the initial estimates p = exp(init of tp). */
+static void test_acop_all(void)
+{
+    static const char *const routes[] = {"Bolus", "Infusion", "Oral"};
+    static const char *const kinds[] = {"1CPT", "1CPT_ode", "2CPT", "2CPT_ode", "1CPTMM",
+                                        "2CPTMM"};
+    for (int r = 0; r < 3; r++)
+        for (int k = 0; k < 6; k++) {
+            char rel[128];
+            snprintf(rel, sizeof rel, "models/acop/%s_%s.yaml", routes[r], kinds[k]);
+            popk_model *m = load(rel);
+            CU_ASSERT_PTR_NOT_NULL_FATAL(m);
+            CU_ASSERT_EQUAL(m->ntheta, m->nind);
+            CU_ASSERT_EQUAL(m->neta, m->nind);
+            CU_ASSERT_EQUAL(m->ncmt, (r == 2) + (kinds[k][0] == '2' ? 2 : 1));
+            CU_ASSERT_EQUAL(m->default_obs_cmt, r == 2 ? 2 : 1);
+            for (int e = 0; e < m->neta; e++)
+                CU_ASSERT_EQUAL(m->omega[e * m->neta + e], 0.15);
+            CU_ASSERT_EQUAL(m->out[0].err, POPK_ERRM_PROP);
+            frame f = frame_new(m);
+            popk_prog_eval(m->prog_pk, f.slots, f.stack);
+            for (int i = 0; i < m->nind; i++) {
+                char tname[64];
+                snprintf(tname, sizeof tname, "t%s", m->ind_name[i]);
+                int t = 0;
+                while (t < m->ntheta && strcmp(m->theta[t].name, tname))
+                    t++;
+                CU_ASSERT_FATAL(t < m->ntheta);
+                CLOSE(f.slots[m->ind_slot + i], exp(m->theta[t].init));
+            }
+            f.slots[m->amt_slot + m->default_obs_cmt - 1] = 1234;
+            popk_prog_eval(m->prog_out, f.slots, f.stack);
+            CLOSE(f.slots[m->out[0].slot], 1234 / exp(4.5));
+            frame_free(&f);
+            popk_model_free(m);
+        }
+}
+
+static void test_warfarin_pkpd(void)
+{
+    popk_model *m = load("models/warfarin_pkpd.yaml");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(m);
+    CU_ASSERT_EQUAL(m->ncmt, 3);
+    CU_ASSERT_EQUAL(m->out[1].dvid, 2);
+    CU_ASSERT_EQUAL(m->out[1].cmt, 3);
+    frame f = frame_new(m);
+    f.slots[cov(m, "WT")] = 70;
+    popk_prog_eval(m->prog_pk, f.slots, f.stack);
+    f.slots[m->amt_slot] = 50;
+    f.slots[m->amt_slot + 1] = 30;
+    f.slots[m->amt_slot + 2] = -4;
+    popk_prog_eval(m->prog_rhs, f.slots, f.stack);
+    double kout = log(2) / 17, kin = kout * 100, cp = 30 / 10.0;
+    CLOSE(f.slots[m->deriv_slot], -50.0);
+    CLOSE(f.slots[m->deriv_slot + 1], 50 - 0.2 / 10 * 30);
+    CLOSE(f.slots[m->deriv_slot + 2], -kin * cp / (1.5 + cp) - kout * -4);
+    popk_prog_eval(m->prog_out, f.slots, f.stack);
+    CLOSE(f.slots[m->out[0].slot], cp);
+    CLOSE(f.slots[m->out[1].slot], 96.0);
+    frame_free(&f);
+    popk_model_free(m);
+}
+
 static void test_covariate_models(void)
 {
     popk_model *m = load("models/vancomycin.yaml");
@@ -632,6 +696,8 @@ int main(void)
     CU_add_test(s, "wang2007", test_wang2007);
     CU_add_test(s, "nmtest", test_nmtest);
     CU_add_test(s, "acop", test_acop);
+    CU_add_test(s, "acop_all", test_acop_all);
+    CU_add_test(s, "warfarin_pkpd", test_warfarin_pkpd);
     CU_add_test(s, "covariate_models", test_covariate_models);
     CU_add_test(s, "schema", test_schema);
     CU_add_test(s, "bind", test_bind);
