@@ -352,7 +352,30 @@ static popk_status parse_expr(ctx *c, const node *n, const char *what, popk_expr
             loc.column++;
         }
     }
-    *out = popk_expr_parse(n->text, n->len, &loc, c->err);
+    const char *text = n->text;
+    size_t len = n->len;
+    char *padded = NULL;
+    if (n->style == POPK_YT_BLOCK && memchr(n->text, '\n', n->len)) {
+        /* libyaml strips the block's indentation: put it back on continuation lines so that
+         * columns in messages are columns of the file */
+        size_t indent = (size_t)loc.column - 1, lines = 0;
+        for (size_t i = 0; i < n->len; i++)
+            lines += n->text[i] == '\n';
+        if (!(padded = malloc(n->len + lines * indent + 1)))
+            return nomem(c);
+        size_t k = 0;
+        for (size_t i = 0; i < n->len; i++) {
+            padded[k++] = n->text[i];
+            if (n->text[i] == '\n' && i + 1 < n->len)
+                for (size_t j = 0; j < indent; j++)
+                    padded[k++] = ' ';
+        }
+        padded[k] = '\0';
+        text = padded;
+        len = k;
+    }
+    *out = popk_expr_parse(text, len, &loc, c->err);
+    free(padded);
     if (!*out)
         return expr_failed(c, c->err ? c->err->code : POPK_ERR_MODEL);
     return POPK_OK;

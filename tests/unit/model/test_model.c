@@ -9,6 +9,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 /* Relative agreement to rounding: the programs compute the same formulas as the reference
  * expressions here, possibly in another order. */
@@ -685,6 +686,76 @@ static void test_bind(void)
     popk_binding_free(b);
 }
 
+/* The bad-model corpus through the library: same first line as the CLI prints, and no leak
+ * on any error path (the sanitizer build checks). */
+static void test_bad_models_in_process(void)
+{
+    char dirpath[4096];
+    snprintf(dirpath, sizeof dirpath, "%s", popk_test_src("tests/data/bad-models"));
+    char cwd[4096];
+    CU_ASSERT_PTR_NOT_NULL_FATAL(getcwd(cwd, sizeof cwd));
+    CU_ASSERT_EQUAL_FATAL(chdir(dirpath), 0);
+    DIR *dir = opendir(".");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(dir);
+    struct dirent *de;
+    int n = 0;
+    while ((de = readdir(dir))) {
+        size_t len = strlen(de->d_name);
+        if (len < 6 || strcmp(de->d_name + len - 5, ".yaml"))
+            continue;
+        char expected_path[512], expected[1024] = "", got[1024];
+        snprintf(expected_path, sizeof expected_path, "%.*s.expected", (int)(len - 5),
+                 de->d_name);
+        FILE *f = fopen(expected_path, "r");
+        CU_ASSERT_PTR_NOT_NULL_FATAL(f);
+        if (!fgets(expected, sizeof expected, f))
+            expected[0] = '\0';
+        fclose(f);
+        expected[strcspn(expected, "\n")] = '\0';
+        popk_error err;
+        popk_model *m = popk_model_load(de->d_name, &err);
+        CU_ASSERT_PTR_NULL(m);
+        popk_model_free(m);
+        popk_error_format(&err, got, sizeof got);
+        if (strcmp(got, expected))
+            printf("\n  %s\n    expected: %s\n    got:      %s\n", de->d_name, expected, got);
+        CU_ASSERT_STRING_EQUAL(got, expected);
+        n++;
+    }
+    closedir(dir);
+    CU_ASSERT(n >= 25);
+    CU_ASSERT_EQUAL(chdir(cwd), 0);
+}
+
+/* Every prefix of every bundled model (cut every 11 bytes) parses to a model or to an error
+ * with a position inside the text: never a crash, never an error without a location. */
+static void test_truncated_models(void)
+{
+    static const char *const files[] = {"models/theophylline.yaml", "models/voriconazole.yaml",
+                                        "models/nmtest.yaml", "models/vancomycin.yaml",
+                                        "models/warfarin_pkpd.yaml"};
+    for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
+        FILE *f = fopen(popk_test_src(files[i]), "rb");
+        CU_ASSERT_PTR_NOT_NULL_FATAL(f);
+        static char buf[1 << 15];
+        size_t len = fread(buf, 1, sizeof buf, f);
+        fclose(f);
+        int lines = 1;
+        for (size_t k = 0; k < len; k++)
+            lines += buf[k] == '\n';
+        for (size_t cut = 0; cut <= len; cut += 11) {
+            popk_error err;
+            popk_model *m = popk_model_parse("cut.yaml", buf, cut, &err);
+            if (!m) {
+                CU_ASSERT(err.code == POPK_ERR_MODEL);
+                CU_ASSERT(err.line >= 1 && err.line <= lines);
+                CU_ASSERT(err.message[0] != '\0');
+            }
+            popk_model_free(m);
+        }
+    }
+}
+
 int main(void)
 {
     if (CU_initialize_registry() != CUE_SUCCESS)
@@ -701,5 +772,7 @@ int main(void)
     CU_add_test(s, "covariate_models", test_covariate_models);
     CU_add_test(s, "schema", test_schema);
     CU_add_test(s, "bind", test_bind);
+    CU_add_test(s, "bad_models_in_process", test_bad_models_in_process);
+    CU_add_test(s, "truncated_models", test_truncated_models);
     return popk_test_run();
 }
