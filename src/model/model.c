@@ -59,17 +59,12 @@ typedef struct {
 
     /* expressions awaiting compilation, with their YAML nodes */
     popk_expr **ind_expr;
-    node **ind_node;
     popk_expr *lin_expr[POPK_LIN_NPAR];
     node *lin_node[POPK_LIN_NPAR];
     popk_expr **rhs_expr;
-    node **rhs_node;
     popk_expr **dose_expr;      /* ncmt * DOSE_NATTR */
-    node **dose_node;
     popk_expr **out_expr;
-    node **out_node;
     popk_expr **der_expr;
-    node **der_node;
 
     /* symbol table handed to the compiler */
     popk_symbol *symtab;
@@ -452,8 +447,9 @@ static popk_status read_param(ctx *c, const node *key, const node *val, popk_par
                     key->text, p->lower, p->upper);
     if (p->fixed ? (p->init < p->lower || p->init > p->upper)
                  : (p->init <= p->lower || p->init >= p->upper))
-        return fail(c, init_node, "%s '%s': initial value %g must lie %sbetween the bounds %g and %g",
-                    what, key->text, p->init, p->fixed ? "" : "strictly ", p->lower, p->upper);
+        return fail(c, init_node,
+                    "%s '%s': initial value %g must lie %sbetween the bounds %g and %g", what,
+                    key->text, p->init, p->fixed ? "" : "strictly ", p->lower, p->upper);
     if (is_sigma && p->init < 0)
         return fail(c, init_node, "sigma '%s' is a standard deviation and must not be negative",
                     key->text);
@@ -511,12 +507,6 @@ static int positive_definite(const double *a, int n)
         }
     return 1;
 }
-
-typedef struct {
-    char *name;
-    int line;
-    const node *key;
-} eta_decl;
 
 static popk_status add_eta(ctx *c, const node *key, int block)
 {
@@ -992,13 +982,11 @@ static popk_status read_odes(ctx *c, const node *sec)
         return fail(c, sec, "odes needs at least one compartment");
     m->kind = POPK_STRUCT_ODE;
     c->rhs_expr = calloc((size_t)sec->n, sizeof *c->rhs_expr);
-    c->rhs_node = calloc((size_t)sec->n, sizeof *c->rhs_node);
-    if (!c->rhs_expr || !c->rhs_node)
+    if (!c->rhs_expr)
         return nomem(c);
     for (int i = 0; i < sec->n; i++) {
         if ((st = add_cmt(c, map_key(sec, i), map_key(sec, i)->text)))
             return st;
-        c->rhs_node[i] = map_val(sec, i);
     }
     for (int i = 0; i < sec->n; i++) {
         char what[128];
@@ -1071,7 +1059,6 @@ static popk_status read_dosing(ctx *c, const node *sec)
             while (strcasecmp(dose_attr_name[a], map_key(spec, k)->text))
                 a++;
             int idx = (cmt - 1) * DOSE_NATTR + a;
-            c->dose_node[idx] = map_val(spec, k);
             char what[128];
             snprintf(what, sizeof what, "%s of '%s'", dose_attr_name[a], m->cmt_name[cmt - 1]);
             if ((st = parse_expr(c, map_val(spec, k), what, &c->dose_expr[idx])))
@@ -1093,8 +1080,7 @@ static popk_status read_individual(ctx *c, const node *sec)
     m->ind_name = calloc((size_t)sec->n + 1, sizeof *m->ind_name);
     m->ind_text = calloc((size_t)sec->n + 1, sizeof *m->ind_text);
     c->ind_expr = calloc((size_t)sec->n + 1, sizeof *c->ind_expr);
-    c->ind_node = calloc((size_t)sec->n + 1, sizeof *c->ind_node);
-    if (!m->ind_name || !m->ind_text || !c->ind_expr || !c->ind_node)
+    if (!m->ind_name || !m->ind_text || !c->ind_expr)
         return nomem(c);
     for (int i = 0; i < sec->n; i++) {
         node *key = map_key(sec, i), *val = map_val(sec, i);
@@ -1109,7 +1095,6 @@ static popk_status read_individual(ctx *c, const node *sec)
             return st;
         if (!(m->ind_text[i] = strdup(val->text)))
             return nomem(c);
-        c->ind_node[i] = val;
     }
     return POPK_OK;
 }
@@ -1194,8 +1179,7 @@ static popk_status read_observe(ctx *c, const node *sec)
         return fail(c, sec, "observe needs at least one output");
     m->out = calloc((size_t)sec->n, sizeof *m->out);
     c->out_expr = calloc((size_t)sec->n, sizeof *c->out_expr);
-    c->out_node = calloc((size_t)sec->n, sizeof *c->out_node);
-    if (!m->out || !c->out_expr || !c->out_node)
+    if (!m->out || !c->out_expr)
         return nomem(c);
     for (int i = 0; i < sec->n; i++) {
         node *key = map_key(sec, i), *spec = map_val(sec, i);
@@ -1222,7 +1206,6 @@ static popk_status read_observe(ctx *c, const node *sec)
             return st;
         if (!(o->text = strdup(value->text)))
             return nomem(c);
-        c->out_node[i] = (node *)value;
         if ((n = map_get(spec, "cmt")) && (st = read_cmt_ref(c, n, &o->cmt)))
             return st;
         if ((n = map_get(spec, "dvid"))) {
@@ -1252,8 +1235,7 @@ static popk_status read_derived(ctx *c, const node *sec)
     m->derived_name = calloc((size_t)sec->n + 1, sizeof *m->derived_name);
     m->derived_slot = calloc((size_t)sec->n + 1, sizeof *m->derived_slot);
     c->der_expr = calloc((size_t)sec->n + 1, sizeof *c->der_expr);
-    c->der_node = calloc((size_t)sec->n + 1, sizeof *c->der_node);
-    if (!m->derived_name || !m->derived_slot || !c->der_expr || !c->der_node)
+    if (!m->derived_name || !m->derived_slot || !c->der_expr)
         return nomem(c);
     for (int i = 0; i < sec->n; i++) {
         node *key = map_key(sec, i), *val = map_val(sec, i);
@@ -1266,7 +1248,6 @@ static popk_status read_derived(ctx *c, const node *sec)
         snprintf(what, sizeof what, "derived '%s'", key->text);
         if ((st = parse_expr(c, val, what, &c->der_expr[i])))
             return st;
-        c->der_node[i] = val;
     }
     return POPK_OK;
 }
@@ -1610,8 +1591,7 @@ static popk_status read_sections(ctx *c, const node *root)
         return st;
     m->dose = calloc((size_t)m->ncmt + 1, sizeof *m->dose);
     c->dose_expr = calloc((size_t)m->ncmt * DOSE_NATTR + 1, sizeof *c->dose_expr);
-    c->dose_node = calloc((size_t)m->ncmt * DOSE_NATTR + 1, sizeof *c->dose_node);
-    if (!m->dose || !c->dose_expr || !c->dose_node)
+    if (!m->dose || !c->dose_expr)
         return nomem(c);
     if (c->sec_ind && (st = read_individual(c, c->sec_ind)))
         return st;
@@ -1668,15 +1648,10 @@ static void ctx_free(ctx *c)
     for (int i = 0; c->der_expr && i < m->nderived; i++)
         popk_expr_free(c->der_expr[i]);
     free(c->ind_expr);
-    free(c->ind_node);
     free(c->rhs_expr);
-    free(c->rhs_node);
     free(c->dose_expr);
-    free(c->dose_node);
     free(c->out_expr);
-    free(c->out_node);
     free(c->der_expr);
-    free(c->der_node);
     free(c->symtab);
     free(c->syms);
     free(c->dep);
