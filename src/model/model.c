@@ -72,7 +72,6 @@ typedef struct {
     /* the expression being checked (for the name callback) */
     expr_ctx cur_ctx;
     int cur_index;
-    char *dep;                  /* nind x nind: ind i reads ind j */
 } ctx;
 
 /* ---------------------------------------------------------------------------------------- */
@@ -1356,8 +1355,6 @@ static int check_name(const char *name, int line, int column, void *user)
     }
     if (s->kind == SYM_COV)
         c->m->cov[s->index].used = 1;
-    if (s->kind == SYM_IND && c->cur_ctx == CTX_IND)
-        c->dep[c->cur_index * c->m->nind + s->index] = 1;
     if (s->kind == SYM_DERIVED && c->cur_ctx == CTX_DERIVED && s->index >= c->cur_index) {
         fail_pos(c, line, column, "derived '%s' is used before it is assigned (line %d)", name,
                  s->line);
@@ -1375,7 +1372,24 @@ static popk_status check_names(ctx *c, const popk_expr *e, expr_ctx where, int i
     return POPK_OK;
 }
 
-/* Find a path j -> ... -> target in the individual dependency graph; fills path. */
+typedef struct {
+    const ctx *c;
+    char *reads;    /* nind flags: the individual variables one expression reads */
+} reads_of;
+
+static int note_read(const char *name, int line, int column, void *user)
+{
+    reads_of *r = user;
+    (void)line;
+    (void)column;
+    const sym *s = find_sym(r->c, name);
+    if (s && s->kind == SYM_IND)
+        r->reads[s->index] = 1;
+    return 0;
+}
+
+/* Find a path j -> ... -> target through "reads" in the individual block; fills path.
+ * Only used to explain an error, on at most 1024 variables. */
 static int dep_path(const ctx *c, int j, int target, int *path, int *len, char *seen)
 {
     int n = c->m->nind;
@@ -1383,11 +1397,17 @@ static int dep_path(const ctx *c, int j, int target, int *path, int *len, char *
     if (j == target)
         return 1;
     seen[j] = 1;
-    for (int k = 0; k < n; k++)
-        if (c->dep[j * n + k] && !seen[k] && dep_path(c, k, target, path, len, seen))
-            return 1;
-    (*len)--;
-    return 0;
+    reads_of r = {c, calloc((size_t)n, 1)};
+    int found = 0;
+    if (r.reads) {
+        popk_expr_foreach_name(c->ind_expr[j], note_read, &r);
+        for (int k = 0; k < n && !found; k++)
+            found = r.reads[k] && !seen[k] && dep_path(c, k, target, path, len, seen);
+        free(r.reads);
+    }
+    if (!found)
+        (*len)--;
+    return found;
 }
 
 /* Report the first use of an individual variable before its assignment, naming a cycle when
@@ -1492,9 +1512,7 @@ static popk_status compile_all(ctx *c)
 {
     popk_model *m = c->m;
     popk_status st;
-    if (m->nind > 0 && !(c->dep = calloc((size_t)m->nind * (size_t)m->nind, 1)))
-        return nomem(c);
-    /* names first (context rules, dependencies), then order, then code */
+    /* names first (context rules), then assignment order, then code */
     for (int i = 0; i < m->nind; i++)
         if ((st = check_names(c, c->ind_expr[i], CTX_IND, i)))
             return st;
@@ -1654,7 +1672,6 @@ static void ctx_free(ctx *c)
     free(c->der_expr);
     free(c->symtab);
     free(c->syms);
-    free(c->dep);
 }
 
 static char *base_name(const char *path)

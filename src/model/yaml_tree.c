@@ -1,4 +1,4 @@
-/* model/yaml_tree.c — libyaml events folded into a tree, refusing deep nesting and alias bombs. */
+/* model/yaml_tree.c — libyaml events folded into a tree; refuses deep nesting, alias bombs. */
 #include "model/yaml_tree.h"
 
 #include <stdlib.h>

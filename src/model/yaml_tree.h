@@ -10,7 +10,7 @@
 /* Nesting deeper than this is refused. */
 #define POPK_YAML_MAX_DEPTH 64
 /* Nodes in the document counting every alias as a copy of what it refers to. */
-#define POPK_YAML_MAX_NODES 100000
+#define POPK_YAML_MAX_NODES 20000
 
 typedef enum { POPK_YT_SCALAR, POPK_YT_SEQ, POPK_YT_MAP } popk_yt_kind;
 

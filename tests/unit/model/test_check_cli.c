@@ -39,7 +39,8 @@ static char *slurp(const char *path)
 static void test_golden(void)
 {
     static const char *const cases[][2] = {
-        {"check models/theophylline.yaml datasets/theo_sd.csv", "tests/data/check/theophylline.out"},
+        {"check models/theophylline.yaml datasets/theo_sd.csv",
+         "tests/data/check/theophylline.out"},
         {"check models/voriconazole.yaml", "tests/data/check/voriconazole.out"},
     };
     char out[] = "/tmp/popk_check_out_XXXXXX";
