@@ -8,6 +8,7 @@
 #include <stdint.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 static popk_error err;
 
@@ -377,7 +378,7 @@ static int ref_init(void)
 {
     const char *root = getenv("POPK_SOURCE_ROOT");
     struct stat st;
-    snprintf(refdir, sizeof refdir, "%s/../shared/refdata", root ? root : ".");
+    snprintf(refdir, sizeof refdir, "%s/tests/reference/data", root ? root : ".");
     if (stat(refdir, &st) != 0 || !S_ISDIR(st.st_mode))
         refdir[0] = '\0';
     return 0;
@@ -454,6 +455,8 @@ static void check_ref(const char *rel, size_t nrec, size_t nsub, size_t nobs, si
 {
     char path[8192];
     snprintf(path, sizeof path, "%s/%s", refdir, rel);
+    if (access(path, R_OK) != 0) /* the bundled datasets live in datasets/ */
+        snprintf(path, sizeof path, "%s/datasets/%s", getenv("POPK_SOURCE_ROOT") ? getenv("POPK_SOURCE_ROOT") : ".", rel);
     popk_data *d = popk_data_read(path, &err);
     CU_ASSERT_PTR_NOT_NULL(d);
     if (!d) {
@@ -483,7 +486,7 @@ static void check_ref(const char *rel, size_t nrec, size_t nsub, size_t nobs, si
 static void test_refdata(void)
 {
     if (!refdir[0]) {
-        fprintf(stderr, "\n  skipped: ../shared/refdata not found next to the source tree\n");
+        fprintf(stderr, "\n  skipped: tests/reference/data not found\n");
         return;
     }
     /* refdata/README.md: records, subjects, observations (EVID 0), dose records. */
