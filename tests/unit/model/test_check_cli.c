@@ -70,6 +70,12 @@ static void test_models_with_data(void)
         "models/wang2007_prop.yaml datasets/wang2007.csv",
         "models/wang2007_add.yaml datasets/wang2007.csv",
         "models/warfarin_pkpd.yaml datasets/warfarin.csv",
+        "models/wang2007_ode.yaml tests/reference/data/wang2007_dosed.csv",
+        "models/nmtest.yaml tests/reference/data/nmtest.csv",
+        "models/nmtest_ode.yaml tests/reference/data/nmtest.csv",
+        "models/warfarin.yaml",
+        "models/voriconazole.yaml",
+        "models/vancomycin.yaml",
     };
     for (size_t i = 0; i < sizeof pairs / sizeof pairs[0]; i++) {
         char args[512];
@@ -79,6 +85,23 @@ static void test_models_with_data(void)
             printf("\n  popk %s: exit %d\n", args, rc);
         CU_ASSERT_EQUAL(rc, 0);
     }
+    /* each ACOP model with its data set (the _ode variants use the same data) */
+    static const char *const acop[] = {"Bolus", "Infusion", "Oral"};
+    static const char *const kinds[] = {"1CPT", "2CPT", "1CPTMM", "2CPTMM"};
+    for (int r = 0; r < 3; r++)
+        for (int k = 0; k < 4; k++)
+            for (int ode = 0; ode < 2; ode++) {
+                if (ode && strstr(kinds[k], "MM"))
+                    continue;
+                char args[512];
+                snprintf(args, sizeof args,
+                         "check models/acop/%s_%s%s.yaml tests/reference/data/acop/%s_%s.csv",
+                         acop[r], kinds[k], ode ? "_ode" : "", acop[r], kinds[k]);
+                int rc = run_popk(args, NULL);
+                if (rc != 0)
+                    printf("\n  popk %s: exit %d\n", args, rc);
+                CU_ASSERT_EQUAL(rc, 0);
+            }
     /* the PK-only warfarin model refuses the PCA records (CMT 3) of the full dataset */
     CU_ASSERT_EQUAL(run_popk("check models/warfarin.yaml datasets/warfarin.csv", NULL), 2);
     CU_ASSERT_EQUAL(run_popk("check", NULL), 2);
