@@ -174,7 +174,7 @@ static void print_outputs(const popk_model *m)
         printf(")\n");
     }
     if (m->nderived > 0) {
-        printf("derived (%d)  ", m->nderived);
+        printf("derived (%d)\n ", m->nderived);
         for (int i = 0; i < m->nderived; i++)
             printf(" %s", m->derived_name[i]);
         printf("\n");

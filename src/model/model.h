@@ -100,8 +100,8 @@ typedef struct popk_model {
     int lin_depot;          /* linear: 1 when compartment 1 is a first-order depot */
     int lin_rate_form;      /* linear: 0 clearance form, 1 rate-constant form */
     int lin_slot[POPK_LIN_NPAR];
-    int default_dose_cmt;   /* 1-based */
-    int default_obs_cmt;    /* 1-based */
+    int default_dose_cmt;   /* 1-based; 0 when the model has no compartments */
+    int default_obs_cmt;    /* 1-based; 0 when the model has no compartments */
     popk_dose_attr *dose;   /* ncmt entries */
     double rtol, atol;      /* ODE solver tolerances */
     long max_steps;
