@@ -434,14 +434,15 @@ static void test_covariate_models(void)
     CLOSE(m->omega[2 * 4 + 3], 0.3 * 0.4 * 0.6);
     CLOSE(m->omega[3 * 4 + 3], 0.6 * 0.6);
     f = frame_new(m);
-    const double expect[5] = {40 * (1 - 0.412), 40 * (1 - 0.412), 40, 40, 40};
+    const double expect[5] = {43.9 * (1 - 0.412), 43.9 * (1 - 0.412), 43.9, 43.9, 43.9};
     for (int level = 0; level < 5; level++) {
         f.slots[g->slot] = g->codes[level];
         popk_prog_eval(m->prog_pk, f.slots, f.stack);
         CLOSE(f.slots[ind(m, "vmax")], expect[level]);
     }
-    CU_ASSERT(m->dose[0].alag_slot >= 0);
-    CLOSE(f.slots[m->dose[0].alag_slot], 0.25);
+    CU_ASSERT(m->dose[0].alag_slot >= 0 && m->dose[0].f_slot >= 0);
+    CLOSE(f.slots[m->dose[0].alag_slot], 0.162);
+    CLOSE(f.slots[m->dose[0].f_slot], 0.942);
     frame_free(&f);
     popk_model_free(m);
 
