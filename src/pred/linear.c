@@ -1,0 +1,277 @@
+/* pred/linear.c — exact closed-form advance of linear 1-3 compartment systems (± depot).
+ *
+ * dA/dt = K A + R over a step dt gives A(dt) = exp(K dt) A + phi(K) R with
+ * phi(z) = (exp(z dt) - 1)/z, an entire function, so no inverse of K appears and k10 = 0 is
+ * exact. K is block triangular (the depot only feeds the central compartment), so with the
+ * disposition block Kd:
+ *   depot:        exp(-ka dt) Ad + E(-ka, 0) Rd
+ *   disposition:  E(Kd) Ac + E(Kd, 0) Rc + ka [Ad E(Kd, -ka) + Rd E(Kd, -ka, 0)] e_central
+ * where E(x1..xk) is the divided difference of x -> exp(x dt) (E(z, a) is the response of
+ * Kd to an input decaying like exp(a t), E(z, a, 0) its integral). Each E(Kd, ...) is
+ * evaluated in Newton form over the disposition eigenvalues ordered fastest first: then
+ * (Kd + r1 I) is entrywise nonnegative and (Kd + r1 I)(Kd + r2 I) is a positive multiple of
+ * the slowest spectral projector (Perron-Frobenius), so for nonnegative amounts every term is
+ * nonnegative and small compartments keep their relative accuracy. The depot is kept out of
+ * that interpolation for the same reason (a fast-eliminating central compartment next to a
+ * slow depot would otherwise be computed as a difference of much larger numbers). */
+#include "pred/linear.h"
+
+#include <math.h>
+#include <string.h>
+
+/* nodes: 3 disposition eigenvalues, -ka, 0 */
+#define LINEAR_NODES 5
+/* scaled spread above which divided differences are taken by recursion, below by series */
+#define DD_SPREAD 1.0
+#define DD_TERMS 16
+
+static const double inv_factorial[] = {
+    1.0,
+    1.0,
+    1.0 / 2.0,
+    1.0 / 6.0,
+    1.0 / 24.0,
+    1.0 / 120.0,
+    1.0 / 720.0,
+    1.0 / 5040.0,
+    1.0 / 40320.0,
+    1.0 / 362880.0,
+    1.0 / 3628800.0,
+    1.0 / 39916800.0,
+    1.0 / 479001600.0,
+    1.0 / 6227020800.0,
+    1.0 / 87178291200.0,
+    1.0 / 1307674368000.0,
+    1.0 / 20922789888000.0,
+    1.0 / 355687428096000.0,
+    1.0 / 6402373705728000.0,
+    1.0 / 121645100408832000.0,
+    1.0 / 2432902008176640000.0,
+};
+_Static_assert(sizeof inv_factorial / sizeof inv_factorial[0] >= DD_TERMS + LINEAR_NODES,
+               "factorial table too short for the series");
+
+/* ---- plain doubles (nd ignored) ---- */
+static inline double dbl_val(const double *a) { return *a; }
+static inline void dbl_set(double *r, double v, int nd) { (void)nd; *r = v; }
+static inline void dbl_load(double *r, const popk_dual *a, int nd) { (void)nd; *r = a->v; }
+static inline void dbl_add(double *r, const double *a, const double *b, int nd)
+{
+    (void)nd;
+    *r = *a + *b;
+}
+static inline void dbl_addc(double *r, const double *a, double c, int nd)
+{
+    (void)nd;
+    *r = *a + c;
+}
+static inline void dbl_sub(double *r, const double *a, const double *b, int nd)
+{
+    (void)nd;
+    *r = *a - *b;
+}
+static inline void dbl_mul(double *r, const double *a, const double *b, int nd)
+{
+    (void)nd;
+    *r = *a * *b;
+}
+static inline void dbl_div(double *r, const double *a, const double *b, int nd)
+{
+    (void)nd;
+    *r = *a / *b;
+}
+static inline void dbl_scale(double *r, const double *a, double c, int nd)
+{
+    (void)nd;
+    *r = *a * c;
+}
+static inline void dbl_exp(double *r, const double *a, int nd)
+{
+    (void)nd;
+    *r = exp(*a);
+}
+static inline void dbl_axpy(double *y, const double *a, const double *x, int nd)
+{
+    (void)nd;
+    *y += *a * *x;
+}
+static inline int dbl_nonzero(const double *a, int nd)
+{
+    (void)nd;
+    return *a != 0;
+}
+
+/* ---- dual numbers (results may alias operands) ---- */
+static inline double dl_val(const popk_dual *a) { return a->v; }
+static inline void dl_set(popk_dual *r, double v, int nd)
+{
+    r->v = v;
+    memset(r->d, 0, sizeof(double) * (size_t)nd);
+}
+static inline void dl_load(popk_dual *r, const popk_dual *a, int nd)
+{
+    r->v = a->v;
+    memcpy(r->d, a->d, sizeof(double) * (size_t)nd);
+}
+static inline void dl_add(popk_dual *r, const popk_dual *a, const popk_dual *b, int nd)
+{
+    r->v = a->v + b->v;
+    for (int i = 0; i < nd; i++)
+        r->d[i] = a->d[i] + b->d[i];
+}
+static inline void dl_addc(popk_dual *r, const popk_dual *a, double c, int nd)
+{
+    r->v = a->v + c;
+    if (r != a)
+        memcpy(r->d, a->d, sizeof(double) * (size_t)nd);
+}
+static inline void dl_sub(popk_dual *r, const popk_dual *a, const popk_dual *b, int nd)
+{
+    r->v = a->v - b->v;
+    for (int i = 0; i < nd; i++)
+        r->d[i] = a->d[i] - b->d[i];
+}
+static inline void dl_mul(popk_dual *r, const popk_dual *a, const popk_dual *b, int nd)
+{
+    double av = a->v, bv = b->v;
+    for (int i = 0; i < nd; i++)
+        r->d[i] = a->d[i] * bv + av * b->d[i];
+    r->v = av * bv;
+}
+static inline void dl_div(popk_dual *r, const popk_dual *a, const popk_dual *b, int nd)
+{
+    double bv = b->v, q = a->v / bv;
+    for (int i = 0; i < nd; i++)
+        r->d[i] = (a->d[i] - q * b->d[i]) / bv;
+    r->v = q;
+}
+static inline void dl_scale(popk_dual *r, const popk_dual *a, double c, int nd)
+{
+    r->v = a->v * c;
+    for (int i = 0; i < nd; i++)
+        r->d[i] = a->d[i] * c;
+}
+static inline void dl_exp(popk_dual *r, const popk_dual *a, int nd)
+{
+    double e = exp(a->v);
+    for (int i = 0; i < nd; i++)
+        r->d[i] = e * a->d[i];
+    r->v = e;
+}
+static inline void dl_axpy(popk_dual *y, const popk_dual *a, const popk_dual *x, int nd)
+{
+    double av = a->v, xv = x->v;
+    for (int i = 0; i < nd; i++)
+        y->d[i] += a->d[i] * xv + av * x->d[i];
+    y->v += av * xv;
+}
+static inline int dl_nonzero(const popk_dual *a, int nd)
+{
+    if (a->v != 0)
+        return 1;
+    for (int i = 0; i < nd; i++)
+        if (a->d[i] != 0)
+            return 1;
+    return 0;
+}
+
+#define NUM double
+#define N(name) dbl_##name
+#define LINEAR_DUAL 0
+#include "pred/linear_impl.h"
+#undef NUM
+#undef N
+#undef LINEAR_DUAL
+
+#define NUM popk_dual
+#define N(name) dl_##name
+#define LINEAR_DUAL 1
+#include "pred/linear_impl.h"
+#undef NUM
+#undef N
+#undef LINEAR_DUAL
+
+/* A rate constant must be finite and >= 0 (this rejects NaN too). */
+static inline int bad_rate(double k) { return !(k >= 0 && k < INFINITY); }
+
+static const char *problem(const popk_linsys *s, double dt)
+{
+    if (s->ncmt < 1 || s->ncmt > 3)
+        return "number of compartments must be 1, 2 or 3";
+    if (bad_rate(s->k10.v))
+        return "k10 (CL/V) is negative, infinite or NaN";
+    if (s->ncmt >= 2 && (bad_rate(s->k12.v) || bad_rate(s->k21.v)))
+        return "k12 or k21 (Q2/V, Q2/V2) is negative, infinite or NaN";
+    if (s->ncmt >= 3 && (bad_rate(s->k13.v) || bad_rate(s->k31.v)))
+        return "k13 or k31 (Q3/V, Q3/V3) is negative, infinite or NaN";
+    if (s->depot && bad_rate(s->ka.v))
+        return "ka is negative, infinite or NaN";
+    if (bad_rate(dt))
+        return "time step is negative, infinite or NaN";
+    return NULL;
+}
+
+const char *popk_linsys_why(const popk_linsys *s, double dt)
+{
+    const char *why = problem(s, dt);
+    if (why)
+        return why;
+    if (s->nd < 0 || s->nd > POPK_DUAL_MAX)
+        return "number of derivative directions out of range";
+    if (s->nd > 0 && s->ncmt > 1) {
+        popk_dual r[3], k[5];
+        const popk_dual *src[5] = {&s->k10, &s->k12, &s->k21, &s->k13, &s->k31};
+        for (int i = 0; i < 5; i++) {
+            if (i >= 1 + 2 * (s->ncmt - 1))
+                dl_set(&k[i], 0.0, s->nd);
+            else
+                dl_load(&k[i], src[i], s->nd);
+        }
+        if (dl_eigen(r, s->ncmt, &k[0], &k[1], &k[2], &k[3], &k[4], s->nd) != 0)
+            return "repeated disposition eigenvalue (an intercompartmental rate is zero on one "
+                   "side only): derivatives of the eigenvalues are infinite";
+    }
+    return NULL;
+}
+
+void popk_linsys_from_clearances(popk_linsys *s, const popk_dual *cl, const popk_dual *v,
+                                 const popk_dual *q2, const popk_dual *v2,
+                                 const popk_dual *q3, const popk_dual *v3,
+                                 const popk_dual *ka)
+{
+    int nd = s->nd;
+    dl_set(&s->k12, 0.0, nd);
+    dl_set(&s->k21, 0.0, nd);
+    dl_set(&s->k13, 0.0, nd);
+    dl_set(&s->k31, 0.0, nd);
+    dl_set(&s->ka, 0.0, nd);
+    dl_div(&s->k10, cl, v, nd);
+    s->ncmt = 1;
+    if (q2 && v2) {
+        dl_div(&s->k12, q2, v, nd);
+        dl_div(&s->k21, q2, v2, nd);
+        s->ncmt = 2;
+    }
+    if (q3 && v3) {
+        dl_div(&s->k13, q3, v, nd);
+        dl_div(&s->k31, q3, v3, nd);
+        s->ncmt = 3;
+    }
+    s->depot = ka != NULL;
+    if (ka)
+        dl_load(&s->ka, ka, nd);
+}
+
+int popk_linsys_advance(const popk_linsys *s, popk_dual *A, const popk_dual *R, popk_dual dt)
+{
+    if (problem(s, dt.v) || s->nd < 0 || s->nd > POPK_DUAL_MAX)
+        return -1;
+    return dl_advance(s, A, R, &dt, s->nd);
+}
+
+int popk_linsys_advance_d(const popk_linsys *s, double *A, const double *R, double dt)
+{
+    if (problem(s, dt))
+        return -1;
+    return dbl_advance(s, A, R, &dt, 0);
+}
