@@ -24,6 +24,8 @@
 /* scaled spread above which divided differences are taken by recursion, below by series */
 #define DD_SPREAD 1.0
 #define DD_TERMS 16
+/* relative gap between disposition eigenvalues below which derivatives are refused */
+#define LINEAR_MIN_EIGEN_GAP 1e-6
 
 static const double inv_factorial[] = {
     1.0,
@@ -228,8 +230,8 @@ const char *popk_linsys_why(const popk_linsys *s, double dt)
                 dl_load(&k[i], src[i], s->nd);
         }
         if (dl_eigen(r, s->ncmt, &k[0], &k[1], &k[2], &k[3], &k[4], s->nd) != 0)
-            return "repeated disposition eigenvalue (an intercompartmental rate is zero on one "
-                   "side only): derivatives of the eigenvalues are infinite";
+            return "disposition eigenvalues within 1e-6 (relative) of each other (tiny "
+                   "intercompartmental rates): their derivatives would be inaccurate";
     }
     return NULL;
 }

@@ -34,13 +34,14 @@ void popk_linsys_from_clearances(popk_linsys *s, const popk_dual *cl, const popk
  * NULL = none). Exact for any rate constants, including ka equal to a disposition eigenvalue
  * (confluent case handled without loss of accuracy), k10 = 0, dt = 0 and any dt (no
  * overflow). Returns 0, or -1 when the constants are not a valid system (negative, NaN,
- * infinite), dt is negative/NaN/infinite, or (dual version only) derivatives are asked for
- * at a repeated disposition eigenvalue, which requires an intercompartmental rate that is
- * zero on one side only (impossible from clearances); popk_linsys_why says which.
+ * infinite), dt is negative/NaN/infinite, or (dual version only) derivatives of the rate
+ * constants are asked for while two disposition eigenvalues are within 1e-6 (relative) of
+ * each other, which needs degenerate intercompartmental rates (e.g. Q/V below ~1e-12 of
+ * CL/V; Q = 0 with CL = 0); popk_linsys_why says which.
  * A, R, dt may all carry partials; A is updated in place. Thread-safe (no shared state).
  * Accuracy: relative to rounding for every compartment when amounts and inputs are
- * nonnegative; derivatives lose accuracy like 1/gap only when two disposition eigenvalues
- * nearly coincide (small intercompartmental rates), never because of ka. */
+ * nonnegative; derivatives to ~1e-12, ~1e-10 at worst next to the refusal threshold
+ * above; ka on or near a disposition eigenvalue costs no accuracy. */
 int popk_linsys_advance(const popk_linsys *s, popk_dual *A, const popk_dual *R, popk_dual dt);
 
 /* Plain-double fast path with the same contract (s->nd ignored; uses .v of the constants). */
