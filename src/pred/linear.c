@@ -21,9 +21,10 @@
 
 /* nodes: 3 disposition eigenvalues, -ka, 0 */
 #define LINEAR_NODES 5
-/* scaled spread above which divided differences are taken by recursion, below by series */
-#define DD_SPREAD 1.0
-#define DD_TERMS 16
+/* Scaled spread above which divided differences are taken by recursion (which then loses
+ * at most a factor (count-1)/DD_SPREAD per level), below by series. */
+#define DD_SPREAD 0.5
+#define DD_TERMS 13
 /* relative gap between disposition eigenvalues below which derivatives are refused */
 #define LINEAR_MIN_EIGEN_GAP 1e-6
 
@@ -193,6 +194,118 @@ static inline int dl_nonzero(const popk_dual *a, int nd)
 #undef N
 #undef LINEAR_DUAL
 
+/* ---- straight-line double path for 1 and 2 compartments (the common, hot case) ----
+ * Same formulas as the template (Newton form, fastest eigenvalue first, depot kept apart),
+ * with the divided differences taken from sorted node lists instead of a memo table. */
+
+/* Divided difference of exp over k <= 4 ascending scaled nodes y with e = exp(y). */
+static double dd_sorted(const double *y, const double *e, int k)
+{
+    if (k == 1)
+        return e[0];
+    double spread = y[k - 1] - y[0];
+    if (spread > DD_SPREAD)
+        return (dd_sorted(y + 1, e + 1, k - 1) - dd_sorted(y, e, k - 1)) / spread;
+    if (k == 2)
+        return spread > 0 ? e[1] * (expm1(-spread) / -spread) : e[1];
+    double center = 0.5 * (y[0] + y[k - 1]), h[DD_TERMS + 1];
+    int terms = 0;
+    for (double bound = 1.0; bound > 1e-17 && terms < DD_TERMS; bound *= 0.5 * spread / terms)
+        terms++;
+    h[0] = 1.0;
+    for (int j = 1; j <= terms; j++)
+        h[j] = 0.0;
+    for (int i = 0; i < k; i++) {
+        double z = y[i] - center;
+        for (int j = 1; j <= terms; j++)
+            h[j] += z * h[j - 1];
+    }
+    double sum = 0.0;
+    for (int j = terms; j >= 0; j--)
+        sum += h[j] * inv_factorial[j + k - 1];
+    return sum * exp(center);
+}
+
+/* Divided difference over k unsorted nodes (sorts a copy). */
+static double dd_nodes(int k, const double *y_in, const double *e_in)
+{
+    double y[4], e[4];
+    for (int i = 0; i < k; i++) {
+        int j = i;
+        while (j > 0 && y[j - 1] > y_in[i]) {
+            y[j] = y[j - 1];
+            e[j] = e[j - 1];
+            j--;
+        }
+        y[j] = y_in[i];
+        e[j] = e_in[i];
+    }
+    return dd_sorted(y, e, k);
+}
+
+static void fast_advance_d(const popk_linsys *s, double *A, const double *R, double t)
+{
+    const int two = s->ncmt == 2, dep = s->depot ? 1 : 0;
+    const double k10 = s->k10.v, k12 = two ? s->k12.v : 0.0, k21 = two ? s->k21.v : 0.0;
+    const double ka = dep ? s->ka.v : 0.0;
+    double r1 = k10, r2 = 0.0;
+    if (two) {
+        double diff = k10 + k12 - k21;
+        r1 = 0.5 * (k10 + k12 + k21 + sqrt(diff * diff + 4.0 * k12 * k21));
+        r2 = r1 > 0 ? k10 * k21 / r1 : 0.0;
+    }
+    const double Ad = dep ? A[0] : 0.0, Rd = dep && R ? R[0] : 0.0;
+    const double x0 = A[dep], x1 = two ? A[dep + 1] : 0.0;
+    const double w0 = R ? R[dep] : 0.0, w1 = R && two ? R[dep + 1] : 0.0;
+    const int input = w0 != 0 || w1 != 0, from_depot = Ad != 0 || Rd != 0;
+
+    /* nodes: a = fast eigenvalue, b = slow one, c = depot, z = zero */
+    double y[4] = {-r1 * t, -r2 * t, -ka * t, 0.0};
+    double e[4] = {exp(y[0]), two ? exp(y[1]) : 0.0, dep ? exp(y[2]) : 0.0, 1.0};
+    /* (Kd + r1 I) applied to a vector, 2-compartment form (k12 = k21 = 0 for one) */
+    const double d0 = r1 - k10 - k12, d1 = r1 - k21;
+
+    double out0 = e[0] * x0, out1 = e[0] * x1;
+    if (two) {
+        double c = t * dd_nodes(2, y, e);
+        out0 += c * (d0 * x0 + k21 * x1);
+        out1 += c * (k12 * x0 + d1 * x1);
+    }
+    if (input) { /* sets {a, 0} and {a, 0, b} */
+        double yz[3] = {y[0], 0.0, y[1]}, ez[3] = {e[0], 1.0, e[1]};
+        double c = t * dd_nodes(2, yz, ez);
+        out0 += c * w0;
+        out1 += c * w1;
+        if (two) {
+            c = t * t * dd_nodes(3, yz, ez);
+            out0 += c * (d0 * w0 + k21 * w1);
+            out1 += c * (k12 * w0 + d1 * w1);
+        }
+    }
+    if (from_depot) { /* sets {a, c}, {a, c, b} and with an input {a, c, 0}, {a, c, 0, b} */
+        double yc[4] = {y[0], y[2], y[1], 0.0}, ec[4] = {e[0], e[2], e[1], 1.0};
+        double yz[3] = {y[0], y[2], 0.0}, ez[3] = {e[0], e[2], 1.0};
+        double g0 = t * Ad * dd_nodes(2, yc, ec), g1 = 0.0;
+        if (two)
+            g1 = t * t * Ad * dd_nodes(3, yc, ec);
+        if (Rd != 0) {
+            g0 += t * t * Rd * dd_nodes(3, yz, ez);
+            if (two)
+                g1 += t * t * t * Rd * dd_nodes(4, yc, ec);
+        }
+        out0 += ka * (g0 + g1 * d0);
+        out1 += ka * g1 * k12;
+    }
+    if (dep) {
+        A[0] = e[2] * Ad;
+        if (Rd != 0)
+            A[0] += t * Rd * dd_nodes(2, y + 2, e + 2); /* {c, 0} */
+    }
+    A[dep] = out0;
+    if (two)
+        A[dep + 1] = out1;
+}
+
 /* A rate constant must be finite and >= 0 (this rejects NaN too). */
 static inline int bad_rate(double k) { return !(k >= 0 && k < INFINITY); }
 
@@ -275,5 +388,9 @@ int popk_linsys_advance_d(const popk_linsys *s, double *A, const double *R, doub
 {
     if (problem(s, dt))
         return -1;
+    if (s->ncmt <= 2) {
+        fast_advance_d(s, A, R, dt);
+        return 0;
+    }
     return dbl_advance(s, A, R, &dt, 0);
 }

@@ -28,18 +28,14 @@ static const NUM *N(dd)(N(dd_table) *tab, unsigned mask, int nd)
     NUM *out = &tab->memo[mask];
     if (tab->have & (1u << mask))
         return out;
-    int lo = 0, hi = LINEAR_NODES - 1, count = 0;
-    while (!(mask & (1u << lo)))
-        lo++;
-    while (!(mask & (1u << hi)))
-        hi--;
-    for (int i = lo; i <= hi; i++)
-        count += (mask >> i) & 1u;
+    const int lo = __builtin_ctz(mask), hi = 31 - __builtin_clz(mask);
+    const int count = __builtin_popcount(mask);
 
     const NUM *ylo = &tab->y[lo], *yhi = &tab->y[hi];
+    const double spread = N(val)(yhi) - N(val)(ylo);
     if (count == 1) {
         N(exp)(out, ylo, nd);
-    } else if (N(val)(yhi) - N(val)(ylo) > DD_SPREAD) {
+    } else if (spread > DD_SPREAD) {
         /* Both sub-differences are positive and increasing in every node, and the divisor
          * is the full spread (> DD_SPREAD), so the subtraction loses at most a few bits. */
         const NUM *without_lo = N(dd)(tab, mask & ~(1u << lo), nd);
@@ -48,26 +44,37 @@ static const NUM *N(dd)(N(dd_table) *tab, unsigned mask, int nd)
         N(sub)(&num, without_lo, without_hi, nd);
         N(sub)(&den, yhi, ylo, nd);
         N(div)(out, &num, &den, nd);
+#if !LINEAR_DUAL
+    } else if (count == 2) {
+        /* (e^a - e^b)/(a - b) = e^b expm1(a - b)/(a - b), exact to rounding at small spread
+         * (the dual path uses the series, whose derivatives stay accurate too) */
+        const NUM *top = N(dd)(tab, 1u << hi, nd);
+        *out = spread > 0 ? *top * (expm1(-spread) / -spread) : *top;
+#endif
     } else {
         /* exp(y) = e^c sum_k (y-c)^k/k!; the divided difference of (y-c)^k over `count`
-         * nodes is the complete homogeneous polynomial h_(k-count+1)(y-c), and |y-c| <= 1/2
-         * makes DD_TERMS terms exact to rounding. */
+         * nodes is the complete homogeneous polynomial h_(k-count+1)(y-c), and
+         * |y-c| <= DD_SPREAD/2 makes DD_TERMS terms exact to rounding. */
         double center = 0.5 * (N(val)(ylo) + N(val)(yhi));
+        /* truncation error <= rho^(J+1)/(J+1)! relative, rho = spread/2 */
+        int terms = 0;
+        for (double bound = 1.0; bound > 1e-17 && terms < DD_TERMS; bound *= 0.5 * spread / terms)
+            terms++;
         NUM h[DD_TERMS + 1];
         N(set)(&h[0], 1.0, nd);
-        for (int j = 1; j <= DD_TERMS; j++)
+        for (int j = 1; j <= terms; j++)
             N(set)(&h[j], 0.0, nd);
         for (int i = lo; i <= hi; i++) {
             if (!(mask & (1u << i)))
                 continue;
             NUM z;
             N(addc)(&z, &tab->y[i], -center, nd);
-            for (int j = 1; j <= DD_TERMS; j++)
+            for (int j = 1; j <= terms; j++)
                 N(axpy)(&h[j], &z, &h[j - 1], nd);
         }
         NUM sum;
-        N(scale)(&sum, &h[DD_TERMS], inv_factorial[DD_TERMS + count - 1], nd);
-        for (int j = DD_TERMS - 1; j >= 0; j--) {
+        N(scale)(&sum, &h[terms], inv_factorial[terms + count - 1], nd);
+        for (int j = terms - 1; j >= 0; j--) {
             NUM term;
             N(scale)(&term, &h[j], inv_factorial[j + count - 1], nd);
             N(add)(&sum, &sum, &term, nd);
@@ -261,6 +268,10 @@ static int N(advance)(const popk_linsys *s, NUM *A, const NUM *R, const NUM *dt,
         N(set)(&tab.y[tab.n], 0.0, nd);
         tab.n++;
     }
+    for (int i = 0; i < tab.n; i++) { /* every single node is needed */
+        N(exp)(&tab.memo[1u << i], &tab.y[i], nd);
+        tab.have |= 1u << (1u << i);
+    }
     const unsigned bit_ka = pos_ka >= 0 ? 1u << pos_ka : 0u;
     const unsigned bit_zero = pos_zero >= 0 ? 1u << pos_zero : 0u;
 
@@ -279,7 +290,16 @@ static int N(advance)(const popk_linsys *s, NUM *A, const NUM *R, const NUM *dt,
 
     /* Newton terms: v from the initial disposition amounts, w from the disposition inputs,
      * u from the central unit vector (the depot feeds the central compartment only). */
-    NUM v[3], w[3], u[3], out[3], next[3];
+#if LINEAR_DUAL
+    const int len = m;
+    NUM vbuf[2][3], wbuf[2][3], ubuf[2][3], out[3];
+#else
+    /* Plain doubles: fixed length 3, zero-padded (the unused rate constants are zero, so
+     * the padding stays zero), lets the compiler unroll every vector loop. */
+    const int len = 3;
+    NUM vbuf[2][3] = {{0}}, wbuf[2][3] = {{0}}, ubuf[2][3] = {{0}}, out[3] = {0};
+#endif
+    NUM *v = vbuf[0], *w = wbuf[0], *u = ubuf[0];
     for (int i = 0; i < m; i++) {
         v[i] = A[dep + i];
         if (need_disp_input)
@@ -293,11 +313,11 @@ static int N(advance)(const popk_linsys *s, NUM *A, const NUM *R, const NUM *dt,
         eig_mask |= 1u << pos_eig[j];
         NUM coef;
         N(mul)(&coef, &tpow[j], N(dd)(&tab, eig_mask, nd), nd);
-        for (int i = 0; i < m; i++)
+        for (int i = 0; i < len; i++)
             N(axpy)(&out[i], &coef, &v[i], nd);
         if (need_disp_input) {
             N(mul)(&coef, &tpow[j + 1], N(dd)(&tab, eig_mask | bit_zero, nd), nd);
-            for (int i = 0; i < m; i++)
+            for (int i = 0; i < len; i++)
                 N(axpy)(&out[i], &coef, &w[i], nd);
         }
         if (need_depot) {
@@ -312,19 +332,20 @@ static int N(advance)(const popk_linsys *s, NUM *A, const NUM *R, const NUM *dt,
                 N(axpy)(&gain, &part, Rd, nd);
             }
             N(mul)(&gain, &gain, &ka, nd);
-            for (int i = 0; i < m; i++)
+            for (int i = 0; i < len; i++)
                 N(axpy)(&out[i], &gain, &u[i], nd);
         }
         if (j + 1 < m) {
-            N(shifted_mv)(next, v, &r[j], m, diag, &k12, &k21, &k13, &k31, nd);
-            memcpy(v, next, sizeof(NUM) * (size_t)m);
+            const int next = (j + 1) & 1;
+            N(shifted_mv)(vbuf[next], v, &r[j], len, diag, &k12, &k21, &k13, &k31, nd);
+            v = vbuf[next];
             if (need_disp_input) {
-                N(shifted_mv)(next, w, &r[j], m, diag, &k12, &k21, &k13, &k31, nd);
-                memcpy(w, next, sizeof(NUM) * (size_t)m);
+                N(shifted_mv)(wbuf[next], w, &r[j], len, diag, &k12, &k21, &k13, &k31, nd);
+                w = wbuf[next];
             }
             if (need_depot) {
-                N(shifted_mv)(next, u, &r[j], m, diag, &k12, &k21, &k13, &k31, nd);
-                memcpy(u, next, sizeof(NUM) * (size_t)m);
+                N(shifted_mv)(ubuf[next], u, &r[j], len, diag, &k12, &k21, &k13, &k31, nd);
+                u = ubuf[next];
             }
         }
     }
