@@ -51,7 +51,7 @@ static const double inv_factorial[] = {
     1.0 / 121645100408832000.0,
     1.0 / 2432902008176640000.0,
 };
-_Static_assert(sizeof inv_factorial / sizeof inv_factorial[0] >= DD_TERMS + LINEAR_NODES,
+_Static_assert(sizeof inv_factorial / sizeof inv_factorial[0] >= DD_TERMS + 6,
                "factorial table too short for the series");
 
 /* ---- plain doubles (nd ignored) ---- */
@@ -198,7 +198,7 @@ static inline int dl_nonzero(const popk_dual *a, int nd)
  * Same formulas as the template (Newton form, fastest eigenvalue first, depot kept apart),
  * with the divided differences taken from sorted node lists instead of a memo table. */
 
-/* Divided difference of exp over k <= 4 ascending scaled nodes y with e = exp(y). */
+/* Divided difference of exp over k <= 6 ascending scaled nodes y with e = exp(y). */
 static double dd_sorted(const double *y, const double *e, int k)
 {
     if (k == 1)
@@ -226,10 +226,10 @@ static double dd_sorted(const double *y, const double *e, int k)
     return sum * exp(center);
 }
 
-/* Divided difference over k unsorted nodes (sorts a copy). */
+/* Divided difference over k <= 6 unsorted nodes (sorts a copy). */
 static double dd_nodes(int k, const double *y_in, const double *e_in)
 {
-    double y[4], e[4];
+    double y[6], e[6];
     for (int i = 0; i < k; i++) {
         int j = i;
         while (j > 0 && y[j - 1] > y_in[i]) {
@@ -304,6 +304,154 @@ static void fast_advance_d(const popk_linsys *s, double *A, const double *R, dou
     A[dep] = out0;
     if (two)
         A[dep + 1] = out1;
+}
+
+/* Dual version of the straight-line path. Each divided difference carries its partials by
+ * the identity d E(y1..yk)/d yi = E(y1..yk, yi) (node i repeated), evaluated in doubles by
+ * the same stable routine, so no series runs on dual numbers. */
+enum { NODE_A, NODE_B, NODE_C, NODE_ZERO };
+
+/* coef = dt^(k-1) E(nodes idx[0..k-1]) with partials. */
+static void coef_dual(popk_dual *coef, int k, const int *idx, const popk_dual *Y, const double *E,
+                      const popk_dual *tpow, int nd)
+{
+    if (k == 1) { /* d e^y = e^y dy */
+        dl_exp(coef, &Y[idx[0]], nd);
+        return;
+    }
+    double y[6], e[6];
+    for (int i = 0; i < k; i++) {
+        y[i] = Y[idx[i]].v;
+        e[i] = E[idx[i]];
+    }
+    dl_set(coef, dd_nodes(k, y, e), nd);
+    for (int i = 0; i < k; i++) {
+        if (idx[i] == NODE_ZERO)
+            continue;
+        y[k] = y[i];
+        e[k] = e[i];
+        double slope = dd_nodes(k + 1, y, e);
+        for (int j = 0; j < nd; j++)
+            coef->d[j] += slope * Y[idx[i]].d[j];
+    }
+    dl_mul(coef, coef, &tpow[k - 1], nd);
+}
+
+static int fast_advance_dual(const popk_linsys *s, popk_dual *A, const popk_dual *R,
+                             const popk_dual *dt, int nd)
+{
+    const int two = s->ncmt == 2, dep = s->depot ? 1 : 0;
+    popk_dual zero, k12, k21, r[2], Y[4], tpow[4];
+    dl_set(&zero, 0.0, nd);
+    const popk_dual *k10 = &s->k10, *ka = dep ? &s->ka : &zero;
+    if (two) {
+        dl_load(&k12, &s->k12, nd);
+        dl_load(&k21, &s->k21, nd);
+    } else {
+        k12 = zero;
+        k21 = zero;
+    }
+    if (dl_eigen(r, two ? 2 : 1, k10, &k12, &k21, &zero, &zero, nd) != 0)
+        return -1;
+    if (!two)
+        r[1] = zero;
+    const popk_dual *Ad = dep ? &A[0] : &zero, *Rd = dep && R ? &R[0] : &zero;
+    const popk_dual *x0 = &A[dep], *x1 = two ? &A[dep + 1] : &zero;
+    const popk_dual *w0 = R ? &R[dep] : &zero, *w1 = R && two ? &R[dep + 1] : &zero;
+    const int input = dl_nonzero(w0, nd) || dl_nonzero(w1, nd);
+    const int depot_amount = dl_nonzero(Ad, nd), depot_input = dl_nonzero(Rd, nd);
+
+    dl_mul(&Y[NODE_A], &r[0], dt, nd);
+    dl_scale(&Y[NODE_A], &Y[NODE_A], -1.0, nd);
+    dl_mul(&Y[NODE_B], &r[1], dt, nd);
+    dl_scale(&Y[NODE_B], &Y[NODE_B], -1.0, nd);
+    dl_mul(&Y[NODE_C], ka, dt, nd);
+    dl_scale(&Y[NODE_C], &Y[NODE_C], -1.0, nd);
+    Y[NODE_ZERO] = zero;
+    const double E[4] = {exp(Y[NODE_A].v), two ? exp(Y[NODE_B].v) : 0.0,
+                         dep ? exp(Y[NODE_C].v) : 0.0, 1.0};
+    dl_set(&tpow[0], 1.0, nd);
+    for (int k = 1; k < 4; k++)
+        dl_mul(&tpow[k], &tpow[k - 1], dt, nd);
+
+    /* (Kd + r1 I) = [[d0, k21], [k12, d1]] */
+    popk_dual d0, d1;
+    dl_sub(&d0, &r[0], k10, nd);
+    dl_sub(&d0, &d0, &k12, nd);
+    dl_sub(&d1, &r[0], &k21, nd);
+
+    popk_dual out0, out1, c, kv0, kv1;
+    static const int set_a[] = {NODE_A}, set_ab[] = {NODE_A, NODE_B};
+    static const int set_az[] = {NODE_A, NODE_ZERO}, set_abz[] = {NODE_A, NODE_B, NODE_ZERO};
+    static const int set_ac[] = {NODE_A, NODE_C}, set_abc[] = {NODE_A, NODE_B, NODE_C};
+    static const int set_acz[] = {NODE_A, NODE_C, NODE_ZERO};
+    static const int set_abcz[] = {NODE_A, NODE_B, NODE_C, NODE_ZERO};
+    static const int set_c[] = {NODE_C}, set_cz[] = {NODE_C, NODE_ZERO};
+
+    coef_dual(&c, 1, set_a, Y, E, tpow, nd);
+    dl_mul(&out0, &c, x0, nd);
+    dl_mul(&out1, &c, x1, nd);
+    if (two) {
+        coef_dual(&c, 2, set_ab, Y, E, tpow, nd);
+        dl_mul(&kv0, &d0, x0, nd);
+        dl_axpy(&kv0, &k21, x1, nd);
+        dl_mul(&kv1, &k12, x0, nd);
+        dl_axpy(&kv1, &d1, x1, nd);
+        dl_axpy(&out0, &c, &kv0, nd);
+        dl_axpy(&out1, &c, &kv1, nd);
+    }
+    if (input) {
+        coef_dual(&c, 2, set_az, Y, E, tpow, nd);
+        dl_axpy(&out0, &c, w0, nd);
+        dl_axpy(&out1, &c, w1, nd);
+        if (two) {
+            coef_dual(&c, 3, set_abz, Y, E, tpow, nd);
+            dl_mul(&kv0, &d0, w0, nd);
+            dl_axpy(&kv0, &k21, w1, nd);
+            dl_mul(&kv1, &k12, w0, nd);
+            dl_axpy(&kv1, &d1, w1, nd);
+            dl_axpy(&out0, &c, &kv0, nd);
+            dl_axpy(&out1, &c, &kv1, nd);
+        }
+    }
+    if (depot_amount || depot_input) {
+        popk_dual g0 = zero, g1 = zero;
+        if (depot_amount) {
+            coef_dual(&c, 2, set_ac, Y, E, tpow, nd);
+            dl_axpy(&g0, &c, Ad, nd);
+            if (two) {
+                coef_dual(&c, 3, set_abc, Y, E, tpow, nd);
+                dl_axpy(&g1, &c, Ad, nd);
+            }
+        }
+        if (depot_input) {
+            coef_dual(&c, 3, set_acz, Y, E, tpow, nd);
+            dl_axpy(&g0, &c, Rd, nd);
+            if (two) {
+                coef_dual(&c, 4, set_abcz, Y, E, tpow, nd);
+                dl_axpy(&g1, &c, Rd, nd);
+            }
+        }
+        dl_mul(&g0, &g0, ka, nd);
+        dl_mul(&g1, &g1, ka, nd);
+        dl_add(&out0, &out0, &g0, nd);
+        dl_axpy(&out0, &g1, &d0, nd);
+        dl_axpy(&out1, &g1, &k12, nd);
+    }
+    if (dep) {
+        popk_dual depot;
+        coef_dual(&c, 1, set_c, Y, E, tpow, nd);
+        dl_mul(&depot, &c, Ad, nd);
+        if (depot_input) {
+            coef_dual(&c, 2, set_cz, Y, E, tpow, nd);
+            dl_axpy(&depot, &c, Rd, nd);
+        }
+        A[0] = depot;
+    }
+    A[dep] = out0;
+    if (two)
+        A[dep + 1] = out1;
+    return 0;
 }
 
 /* A rate constant must be finite and >= 0 (this rejects NaN too). */
@@ -381,6 +529,8 @@ int popk_linsys_advance(const popk_linsys *s, popk_dual *A, const popk_dual *R, 
 {
     if (problem(s, dt.v) || s->nd < 0 || s->nd > POPK_DUAL_MAX)
         return -1;
+    if (s->ncmt <= 2)
+        return fast_advance_dual(s, A, R, &dt, s->nd);
     return dl_advance(s, A, R, &dt, s->nd);
 }
 

@@ -29,7 +29,9 @@ static const NUM *N(dd)(N(dd_table) *tab, unsigned mask, int nd)
     if (tab->have & (1u << mask))
         return out;
     const int lo = __builtin_ctz(mask), hi = 31 - __builtin_clz(mask);
-    const int count = __builtin_popcount(mask);
+    int count = 0;
+    for (unsigned rest = mask; rest; rest &= rest - 1)
+        count++;
 
     const NUM *ylo = &tab->y[lo], *yhi = &tab->y[hi];
     const double spread = N(val)(yhi) - N(val)(ylo);

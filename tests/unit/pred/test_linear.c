@@ -630,29 +630,32 @@ static void test_dual_near_repeated_eigenvalues(void)
 /* d/d(dt) at dt = 0 is K A0 + R (a one-sided point, so checked against the matrix). */
 static void test_dual_at_zero_step(void)
 {
-    popk_linsys s = make_system(3, 1, 0.2, 0.5, 0.3, 0.1, 0.05, 1.5);
-    int nd = 1;
-    s.nd = nd;
-    double A0[4] = {100, 10, 5, 1}, R0[4] = {1, 2, 3, 4};
-    popk_dual A[4], R[4], dt = pd_const(0.0, nd);
-    dt.d[0] = 1;
-    popk_dual *k[6] = {&s.k10, &s.k12, &s.k21, &s.k13, &s.k31, &s.ka};
-    for (int p = 0; p < 6; p++)
-        *k[p] = pd_const(k[p]->v, nd);
-    for (int i = 0; i < 4; i++) {
-        A[i] = pd_const(A0[i], nd);
-        R[i] = pd_const(R0[i], nd);
-    }
-    CU_ASSERT_EQUAL(popk_linsys_advance(&s, A, R, dt), 0);
-    long double K[NMAX][NMAX];
-    rate_matrix(&s, K);
-    for (int i = 0; i < 4; i++) {
-        long double slope = R0[i];
-        for (int j = 0; j < 4; j++)
-            slope += K[i][j] * A0[j];
-        CU_ASSERT_EQUAL(A[i].v, A0[i]);
-        CU_ASSERT(rel_err(A[i].d[0], (double)slope) < 1e-14);
-    }
+    for (int ncmt = 1; ncmt <= 3; ncmt++)
+        for (int depot = 0; depot <= 1; depot++) {
+            popk_linsys s = make_system(ncmt, depot, 0.2, 0.5, 0.3, 0.1, 0.05, 1.5);
+            int nd = 1, n = popk_linsys_n(&s);
+            s.nd = nd;
+            double A0[4] = {100, 10, 5, 1}, R0[4] = {1, 2, 3, 4};
+            popk_dual A[4], R[4], dt = pd_const(0.0, nd);
+            dt.d[0] = 1;
+            popk_dual *k[6] = {&s.k10, &s.k12, &s.k21, &s.k13, &s.k31, &s.ka};
+            for (int p = 0; p < 6; p++)
+                *k[p] = pd_const(k[p]->v, nd);
+            for (int i = 0; i < n; i++) {
+                A[i] = pd_const(A0[i], nd);
+                R[i] = pd_const(R0[i], nd);
+            }
+            CU_ASSERT_EQUAL(popk_linsys_advance(&s, A, R, dt), 0);
+            long double K[NMAX][NMAX];
+            rate_matrix(&s, K);
+            for (int i = 0; i < n; i++) {
+                long double slope = R0[i];
+                for (int j = 0; j < n; j++)
+                    slope += K[i][j] * A0[j];
+                CU_ASSERT_EQUAL(A[i].v, A0[i]);
+                CU_ASSERT(rel_err(A[i].d[0], (double)slope) < 1e-14);
+            }
+        }
 }
 
 static void test_from_clearances(void)
