@@ -22,7 +22,9 @@ typedef struct {
 static inline int popk_linsys_n(const popk_linsys *s) { return s->ncmt + (s->depot ? 1 : 0); }
 
 /* Micro-constants from clearance form: k10 = CL/V, k12 = Q2/V, k21 = Q2/V2, k13 = Q3/V,
- * k31 = Q3/V3 (NULL for absent ones). */
+ * k31 = Q3/V3 (NULL for absent ones). Uses s->nd (set it first) as the number of
+ * directions; sets ncmt from which pairs are given (Q3/V3 make it 3, else Q2/V2 make it 2,
+ * else 1) and depot = (ka != NULL). Unused constants are set to zero. */
 void popk_linsys_from_clearances(popk_linsys *s, const popk_dual *cl, const popk_dual *v,
                                  const popk_dual *q2, const popk_dual *v2,
                                  const popk_dual *q3, const popk_dual *v3,
@@ -30,11 +32,23 @@ void popk_linsys_from_clearances(popk_linsys *s, const popk_dual *cl, const popk
 
 /* Advance amounts A (popk_linsys_n entries) by dt >= 0 with constant inputs R (same length;
  * NULL = none). Exact for any rate constants, including ka equal to a disposition eigenvalue
- * (confluent case handled without loss of accuracy). Returns 0, or -1 when the constants are
- * not a valid system (negative, NaN). */
+ * (confluent case handled without loss of accuracy), k10 = 0, dt = 0 and any dt (no
+ * overflow). Returns 0, or -1 when the constants are not a valid system (negative, NaN,
+ * infinite), dt is negative/NaN/infinite, or (dual version only) derivatives of the rate
+ * constants are asked for while two disposition eigenvalues are within 1e-6 (relative) of
+ * each other, which needs degenerate intercompartmental rates (e.g. Q/V below ~1e-12 of
+ * CL/V; Q = 0 with CL = 0); popk_linsys_why says which.
+ * A, R, dt may all carry partials; A is updated in place. Thread-safe (no shared state).
+ * Accuracy: relative to rounding for every compartment when amounts and inputs are
+ * nonnegative; derivatives to ~1e-12, ~1e-10 at worst next to the refusal threshold
+ * above; ka on or near a disposition eigenvalue costs no accuracy. */
 int popk_linsys_advance(const popk_linsys *s, popk_dual *A, const popk_dual *R, popk_dual dt);
 
 /* Plain-double fast path with the same contract (s->nd ignored; uses .v of the constants). */
 int popk_linsys_advance_d(const popk_linsys *s, double *A, const double *R, double dt);
+
+/* Why popk_linsys_advance (for s->nd directions) or popk_linsys_advance_d returns -1 on
+ * (s, dt): a static English message, or NULL when it does not. */
+const char *popk_linsys_why(const popk_linsys *s, double dt);
 
 #endif

@@ -1,0 +1,86 @@
+/* Benchmark of pred/linear: nanoseconds per advance (doubles, and duals with nd = 3) for
+ * every system shape, bolus-only and with a zero-order input. Not a test; see bench/linear.sh. */
+#include "pred/linear.h"
+
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+/* CPU time of this process: on a shared machine, wall time would count other jobs. */
+static double now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return ts.tv_sec * 1e9 + ts.tv_nsec;
+}
+
+enum { STEPS = 64 };
+
+int main(void)
+{
+    /* each figure is the best of REPEATS runs of `calls` advances */
+    enum { REPEATS = 5 };
+    const long calls_d = 400000, calls_dual = 40000;
+    const int nd = 3;
+    double steps[STEPS];
+    for (int i = 0; i < STEPS; i++)
+        steps[i] = 0.25 + 0.37 * i; /* event spacings of a typical PK dataset, in hours */
+    printf("ns per advance (process CPU time, best of %d)\n", REPEATS);
+    printf("%-22s %12s %12s %14s %14s\n", "system", "double", "+input", "dual nd=3",
+           "+input");
+    volatile double sink = 0;
+    for (int depot = 0; depot <= 1; depot++)
+        for (int ncmt = 1; ncmt <= 3; ncmt++) {
+            popk_linsys s;
+            memset(&s, 0, sizeof s);
+            s.nd = nd;
+            popk_dual cl = pd_const(3.0, nd), v = pd_const(20.0, nd), q2 = pd_const(5.0, nd),
+                      v2 = pd_const(40.0, nd), q3 = pd_const(1.0, nd),
+                      v3 = pd_const(100.0, nd), ka = pd_const(1.2, nd);
+            cl.d[0] = v.d[1] = ka.d[2] = 1;
+            popk_linsys_from_clearances(&s, &cl, &v, ncmt >= 2 ? &q2 : NULL,
+                                        ncmt >= 2 ? &v2 : NULL, ncmt >= 3 ? &q3 : NULL,
+                                        ncmt >= 3 ? &v3 : NULL, depot ? &ka : NULL);
+            int n = popk_linsys_n(&s);
+            double A0[4] = {100, 50, 20, 10}, R[4] = {0, 0, 0, 0}, A[4];
+            R[depot] = 10; /* infusion into the central compartment */
+            double result[4];
+            for (int with_input = 0; with_input <= 1; with_input++) {
+                result[with_input] = result[2 + with_input] = 1e300;
+                for (int rep = 0; rep < REPEATS; rep++) {
+                    double t0 = now_ns();
+                    for (long c = 0; c < calls_d; c++) {
+                        memcpy(A, A0, sizeof A);
+                        popk_linsys_advance_d(&s, A, with_input ? R : NULL, steps[c % STEPS]);
+                        sink += A[n - 1];
+                    }
+                    double ns = (now_ns() - t0) / calls_d;
+                    result[with_input] = ns < result[with_input] ? ns : result[with_input];
+                }
+            }
+            popk_dual Ad[4], Rd[4];
+            for (int i = 0; i < 4; i++)
+                Rd[i] = pd_const(R[i], nd);
+            for (int with_input = 0; with_input <= 1; with_input++) {
+                for (int rep = 0; rep < REPEATS; rep++) {
+                    double t0 = now_ns();
+                    for (long c = 0; c < calls_dual; c++) {
+                        for (int i = 0; i < n; i++)
+                            Ad[i] = pd_const(A0[i], nd);
+                        popk_linsys_advance(&s, Ad, with_input ? Rd : NULL,
+                                            pd_const(steps[c % STEPS], nd));
+                        sink += Ad[n - 1].d[0];
+                    }
+                    double ns = (now_ns() - t0) / calls_dual;
+                    result[2 + with_input] =
+                        ns < result[2 + with_input] ? ns : result[2 + with_input];
+                }
+            }
+            char name[32];
+            snprintf(name, sizeof name, "%d-cmt%s", ncmt, depot ? " + depot" : "");
+            printf("%-22s %12.1f %12.1f %14.1f %14.1f\n", name, result[0], result[1], result[2],
+                   result[3]);
+        }
+    (void)sink;
+    return 0;
+}
