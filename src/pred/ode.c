@@ -16,8 +16,8 @@
  * - Every advance sets the stop time to tout, so the solver never evaluates the right-hand
  *   side past tout, where the caller's model may be discontinuous (next dose, infusion end).
  * - Non-finite right-hand-side, Jacobian or sensitivity values are caught in the callbacks:
- *   the first few in a row return "recoverable" (a smaller step may avoid the bad region),
- *   then "fatal"; the failure is reported with its time and component. */
+ *   the first few in one advance return "recoverable" (a smaller step may avoid the bad
+ *   region), then "fatal"; the failure is reported with its time and component. */
 #include "pred/ode.h"
 
 #include "pred/sundials_compat.h"
@@ -36,8 +36,11 @@ _Static_assert(sizeof(popk_sunreal) == sizeof(double),
 #define ODE_DEFAULT_RTOL 1e-8
 #define ODE_DEFAULT_ATOL 1e-10
 #define ODE_DEFAULT_MAX_STEPS 50000L
-/* Consecutive non-finite callback outputs answered "recoverable" before giving up. */
-#define ODE_NONFINITE_RETRIES 3
+/* Non-finite callback outputs answered "recoverable" within one advance before giving up.
+ * Counted per advance, not per streak: a model that is NaN beyond some time would otherwise
+ * let the solver creep towards that time with ever smaller (successful) steps until
+ * max_steps, and report "too much work" instead of the NaN. */
+#define ODE_NONFINITE_RETRIES 10
 
 /* What went wrong inside a callback, kept for the error message. */
 typedef struct {
@@ -45,7 +48,7 @@ typedef struct {
     int nonfinite;     /* a non-finite output was seen */
     double time;       /* time of the event */
     const char *where; /* "right-hand side", "Jacobian", "sensitivity right-hand side" */
-    int row, col;      /* offending entry (col < 0: a vector entry) */
+    int row, col;      /* offending entry: state; Jacobian column or sensitivity direction */
     double value;      /* the non-finite value */
 } ode_callback_problem;
 
@@ -79,10 +82,14 @@ struct popk_ode {
     char solver_message[200];
 
     ode_callback_problem problem;
-    int nonfinite_streak;
+    int nonfinite_count; /* in the current advance */
 
     popk_ode_stats stats; /* cumulative; steps of the current integration are added on read */
 };
+
+static const char ode_where_rhs[] = "right-hand side";
+static const char ode_where_jacobian[] = "Jacobian";
+static const char ode_where_sensitivity[] = "sensitivity right-hand side";
 
 static void ode_capture_message(int code, const char *message, void *user)
 {
@@ -100,8 +107,8 @@ static int ode_user_failure(popk_ode *o, double t, int status, const char *where
     return status;
 }
 
-/* 0 if all of v[rows*cols] is finite; else records the first bad entry and returns 1 while
- * the streak of bad evaluations is short (the solver retries with a smaller step), then -1. */
+/* 0 if all of v[rows*cols] is finite; else records the first bad entry and returns 1 (the
+ * solver retries with a smaller step) for the first few in this advance, then -1. */
 static int ode_check_finite(popk_ode *o, double t, const double *v, int rows, int cols,
                             const char *where)
 {
@@ -114,14 +121,13 @@ static int ode_check_finite(popk_ode *o, double t, const double *v, int rows, in
                 o->problem.time = t;
                 o->problem.where = where;
                 o->problem.row = i;
-                o->problem.col = cols > 1 ? j : -1;
+                o->problem.col = j;
                 o->problem.value = x;
-                o->nonfinite_streak++;
-                return o->nonfinite_streak < ODE_NONFINITE_RETRIES ? 1 : -1;
+                o->nonfinite_count++;
+                return o->nonfinite_count < ODE_NONFINITE_RETRIES ? 1 : -1;
             }
         }
     }
-    o->nonfinite_streak = 0;
     return 0;
 }
 
@@ -132,8 +138,8 @@ static int ode_f(popk_sunreal t, N_Vector y, N_Vector ydot, void *data)
     double *out = N_VGetArrayPointer(ydot);
     int rc = o->rhs(t, N_VGetArrayPointer(y), out, NULL, NULL, o->user);
     if (rc != 0)
-        return ode_user_failure(o, t, rc, "right-hand side");
-    return ode_check_finite(o, t, out, o->n, 1, "right-hand side");
+        return ode_user_failure(o, t, rc, ode_where_rhs);
+    return ode_check_finite(o, t, out, o->n, 1, ode_where_rhs);
 }
 
 static int ode_jac(popk_sunreal t, N_Vector y, N_Vector fy, SUNMatrix jm, void *data,
@@ -148,8 +154,8 @@ static int ode_jac(popk_sunreal t, N_Vector y, N_Vector fy, SUNMatrix jm, void *
     memset(o->jac, 0, sizeof(double) * (size_t)n * (size_t)n);
     int rc = o->rhs(t, N_VGetArrayPointer(y), N_VGetArrayPointer(tmp1), o->jac, NULL, o->user);
     if (rc != 0)
-        return ode_user_failure(o, t, rc, "Jacobian");
-    rc = ode_check_finite(o, t, o->jac, n, n, "Jacobian");
+        return ode_user_failure(o, t, rc, ode_where_jacobian);
+    rc = ode_check_finite(o, t, o->jac, n, n, ode_where_jacobian);
     if (rc != 0)
         return rc;
     for (int j = 0; j < n; j++) {
@@ -173,7 +179,7 @@ static int ode_fs(int ns, popk_sunreal t, N_Vector y, N_Vector ydot, N_Vector *y
     int rc = o->rhs(t, N_VGetArrayPointer(y), N_VGetArrayPointer(tmp1), o->jac, o->dfdq,
                     o->user);
     if (rc != 0)
-        return ode_user_failure(o, t, rc, "sensitivity right-hand side");
+        return ode_user_failure(o, t, rc, ode_where_sensitivity);
     for (int k = 0; k < ns; k++) {
         const double *s = N_VGetArrayPointer(ys[k]);
         double *sdot = N_VGetArrayPointer(ysdot[k]);
@@ -185,7 +191,7 @@ static int ode_fs(int ns, popk_sunreal t, N_Vector y, N_Vector ydot, N_Vector *y
                 acc += jrow[j] * s[j];
             sdot[i] = acc;
         }
-        rc = ode_check_finite(o, t, sdot, n, 1, "sensitivity right-hand side");
+        rc = ode_check_finite(o, t, sdot, n, 1, ode_where_sensitivity);
         if (rc != 0) {
             o->problem.col = k; /* direction k, state row */
             return rc;
@@ -355,7 +361,7 @@ void popk_ode_set_tolerances(popk_ode *o, double rtol, double atol, long max_ste
 static void ode_clear_diagnostics(popk_ode *o)
 {
     memset(&o->problem, 0, sizeof o->problem);
-    o->nonfinite_streak = 0;
+    o->nonfinite_count = 0;
     o->solver_code = 0;
     o->solver_message[0] = '\0';
 }
@@ -421,10 +427,10 @@ popk_status popk_ode_reset(popk_ode *o, double t0, const double *y0, const doubl
 static void ode_describe_problem(const popk_ode *o, char *buf, size_t size)
 {
     const ode_callback_problem *p = &o->problem;
-    if (p->nonfinite && p->col >= 0 && p->where && strcmp(p->where, "Jacobian") == 0)
+    if (p->nonfinite && p->where == ode_where_jacobian)
         snprintf(buf, size, "the Jacobian entry (%d, %d) is %g at t = %.10g", p->row + 1,
                  p->col + 1, p->value, p->time);
-    else if (p->nonfinite && p->col >= 0)
+    else if (p->nonfinite && p->where == ode_where_sensitivity)
         snprintf(buf, size, "the %s of state %d in direction %d is %g at t = %.10g", p->where,
                  p->row + 1, p->col + 1, p->value, p->time);
     else if (p->nonfinite)

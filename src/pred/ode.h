@@ -51,8 +51,8 @@ popk_status popk_ode_reset(popk_ode *o, double t0, const double *y0, const doubl
  * may change discontinuously at tout. y may be NULL too. Successive advances continue the
  * same integration (no restart). tout equal to the current time (within time round-off)
  * returns the current state. Outputs are checked finite. Non-finite values from the
- * callback (state, Jacobian or sensitivity right-hand side) are answered "recoverable" a
- * few times in a row (the solver retries with a smaller step), then "fatal". Error codes:
+ * callback (state, Jacobian or sensitivity right-hand side) are answered "recoverable" the
+ * first few times in one advance (the solver retries with a smaller step), then "fatal". Error codes:
  * POPK_ERR_NUMERIC (non-finite values), POPK_ERR_SOLVER (too much work, error-test or
  * convergence failures, callback status), POPK_ERR_ARG (tout in the past, no reset). After
  * a failure the solver needs popk_ode_reset before the next advance. */

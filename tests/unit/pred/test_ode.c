@@ -179,33 +179,52 @@ static int robertson_rhs(double t, const double *y, double *ydot, double *jac, d
     return 0;
 }
 
-/* A decay model that misbehaves on purpose. */
+/* A decay model that misbehaves on purpose (field = INFINITY or 0: never). */
 typedef struct {
     double k;
-    double nan_after;   /* return NaN for t > nan_after */
-    long nan_at_call;   /* return NaN on this evaluation only (0: never) */
-    int status_after;   /* returned for t > fail_after when non-zero */
+    double nan_after;     /* right-hand side NaN for t > nan_after */
+    double jac_nan_after; /* Jacobian NaN for t > jac_nan_after */
+    double dfdq_inf_after; /* df/dk infinite for t > dfdq_inf_after */
+    long nan_at_call;     /* right-hand side NaN on this evaluation only (0: never) */
+    int status_after;     /* returned for t > fail_after when non-zero */
     double fail_after;
     long calls;
     double max_t_seen;
 } faulty_model;
 
+static faulty_model faulty_well_behaved(void)
+{
+    faulty_model m = {.k = 0.3,
+                      .nan_after = INFINITY,
+                      .jac_nan_after = INFINITY,
+                      .dfdq_inf_after = INFINITY,
+                      .max_t_seen = -1.0};
+    return m;
+}
+
 static int faulty_rhs(double t, const double *y, double *ydot, double *jac, double *dfdq,
                       void *user)
 {
-    (void)dfdq;
     faulty_model *m = user;
     m->calls++;
     if (t > m->max_t_seen)
         m->max_t_seen = t;
     if (m->status_after != 0 && t > m->fail_after)
         return m->status_after;
-    ydot[0] = -m->k * y[0];
+    ydot[0] = -m->k * y[0] * y[0];
     if (jac)
-        jac[0] = -m->k;
+        jac[0] = t > m->jac_nan_after ? NAN : -2.0 * m->k * y[0];
+    if (dfdq)
+        dfdq[0] = t > m->dfdq_inf_after ? INFINITY : -y[0] * y[0];
     if (t > m->nan_after || m->calls == m->nan_at_call)
         ydot[0] = NAN;
     return 0;
+}
+
+/* Solution of y' = -k y^2, y(t0) = y0. */
+static double faulty_exact(double k, double y0, double dt)
+{
+    return y0 / (1.0 + k * y0 * dt);
 }
 
 static double time_in_message(const char *msg)
@@ -509,7 +528,7 @@ static void test_seven_doses_superposition(void)
 /* The right-hand side must never be evaluated past the requested output time. */
 static void test_never_past_tout(void)
 {
-    faulty_model m = {0.3, INFINITY, 0, 0, 0.0, 0, -1.0};
+    faulty_model m = faulty_well_behaved();
     popk_error err;
     popk_ode *o = popk_ode_new(1, 0, faulty_rhs, &m, &err);
     CU_ASSERT_PTR_NOT_NULL_FATAL(o);
@@ -519,7 +538,7 @@ static void test_never_past_tout(void)
     for (size_t i = 0; i < sizeof touts / sizeof touts[0]; i++) {
         CU_ASSERT_EQUAL_FATAL(popk_ode_advance(o, touts[i], &y, NULL, &err), POPK_OK);
         CU_ASSERT(m.max_t_seen <= touts[i]);
-        CU_ASSERT(close_enough(y, 5.0 * exp(-0.3 * (touts[i] - 1.0)), 1e-6, 1e-12, "decay",
+        CU_ASSERT(close_enough(y, faulty_exact(m.k, 5.0, touts[i] - 1.0), 1e-6, 1e-12, "decay",
                                touts[i]));
     }
     popk_ode_free(o);
@@ -608,7 +627,8 @@ static void test_robertson_stiff(void)
 
 static void test_fault_nan_rhs(void)
 {
-    faulty_model m = {0.3, 2.0, 0, 0, 0.0, 0, -1.0};
+    faulty_model m = faulty_well_behaved();
+    m.nan_after = 2.0;
     popk_error err;
     popk_ode *o = popk_ode_new(1, 0, faulty_rhs, &m, &err);
     CU_ASSERT_PTR_NOT_NULL_FATAL(o);
@@ -626,7 +646,7 @@ static void test_fault_nan_rhs(void)
     CU_ASSERT_PTR_NOT_NULL(strstr(err.message, "popk_ode_reset"));
     CU_ASSERT_EQUAL(popk_ode_reset(o, 0.0, &y0, NULL, &err), POPK_OK);
     CU_ASSERT_EQUAL(popk_ode_advance(o, 1.0, &y, NULL, &err), POPK_OK);
-    CU_ASSERT(close_enough(y, 5.0 * exp(-0.3), 1e-6, 0.0, "after recovery", 1.0));
+    CU_ASSERT(close_enough(y, faulty_exact(m.k, 5.0, 1.0), 1e-6, 0.0, "after recovery", 1.0));
     popk_ode_free(o);
 }
 
@@ -634,7 +654,8 @@ static void test_fault_nan_rhs(void)
  * accurate. */
 static void test_fault_transient_nan_recovers(void)
 {
-    faulty_model m = {0.3, INFINITY, 25, 0, 0.0, 0, -1.0};
+    faulty_model m = faulty_well_behaved();
+    m.nan_at_call = 25;
     popk_error err;
     popk_ode *o = popk_ode_new(1, 0, faulty_rhs, &m, &err);
     CU_ASSERT_PTR_NOT_NULL_FATAL(o);
@@ -643,7 +664,43 @@ static void test_fault_transient_nan_recovers(void)
     CU_ASSERT_EQUAL_FATAL(popk_ode_reset(o, 0.0, &y0, NULL, &err), POPK_OK);
     CU_ASSERT_EQUAL(popk_ode_advance(o, 20.0, &y, NULL, &err), POPK_OK);
     CU_ASSERT(m.calls > 25);
-    CU_ASSERT(close_enough(y, 5.0 * exp(-0.3 * 20.0), 1e-7, 0.0, "decay after a NaN", 20.0));
+    CU_ASSERT(close_enough(y, faulty_exact(m.k, 5.0, 20.0), 1e-7, 0.0, "decay after a NaN", 20.0));
+    popk_ode_free(o);
+}
+
+static void test_fault_nan_jacobian(void)
+{
+    faulty_model m = faulty_well_behaved();
+    m.jac_nan_after = 2.0;
+    popk_error err;
+    popk_ode *o = popk_ode_new(1, 0, faulty_rhs, &m, &err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(o);
+    double y0 = 5.0, y;
+    CU_ASSERT_EQUAL_FATAL(popk_ode_reset(o, 0.0, &y0, NULL, &err), POPK_OK);
+    CU_ASSERT_EQUAL(popk_ode_advance(o, 50.0, &y, NULL, &err), POPK_ERR_NUMERIC);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err.message, "Jacobian entry (1, 1) is nan"));
+    double t_bad = time_in_message(err.message);
+    CU_ASSERT(t_bad > 2.0 && t_bad < 50.0);
+    popk_ode_free(o);
+}
+
+static void test_fault_inf_sensitivity(void)
+{
+    faulty_model m = faulty_well_behaved();
+    m.dfdq_inf_after = 2.0;
+    popk_error err;
+    popk_ode *o = popk_ode_new(1, 1, faulty_rhs, &m, &err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(o);
+    double y0 = 5.0, y, s;
+    CU_ASSERT_EQUAL_FATAL(popk_ode_reset(o, 0.0, &y0, NULL, &err), POPK_OK);
+    /* Before the fault: dy/dk = -y0^2 dt / (1 + k y0 dt)^2. */
+    CU_ASSERT_EQUAL(popk_ode_advance(o, 1.0, &y, &s, &err), POPK_OK);
+    CU_ASSERT(close_enough(s, -25.0 / ((1.0 + 1.5) * (1.0 + 1.5)), 1e-5, 0.0, "dy/dk", 1.0));
+    CU_ASSERT_EQUAL(popk_ode_advance(o, 10.0, &y, &s, &err), POPK_ERR_NUMERIC);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err.message, "sensitivity right-hand side of state 1 in "
+                                               "direction 1 is inf"));
+    double t_bad = time_in_message(err.message);
+    CU_ASSERT(t_bad > 2.0 && t_bad < 2.5);
     popk_ode_free(o);
 }
 
@@ -667,7 +724,9 @@ static void test_fault_max_steps(void)
 
 static void test_fault_callback_status(void)
 {
-    faulty_model m = {0.3, INFINITY, 0, -1, 3.0, 0, -1.0};
+    faulty_model m = faulty_well_behaved();
+    m.status_after = -1;
+    m.fail_after = 3.0;
     popk_error err;
     popk_ode *o = popk_ode_new(1, 0, faulty_rhs, &m, &err);
     CU_ASSERT_PTR_NOT_NULL_FATAL(o);
@@ -732,6 +791,8 @@ int main(void)
     CU_add_test(s, "robertson_stiff", test_robertson_stiff);
     CU_add_test(s, "fault_nan_rhs", test_fault_nan_rhs);
     CU_add_test(s, "fault_transient_nan_recovers", test_fault_transient_nan_recovers);
+    CU_add_test(s, "fault_nan_jacobian", test_fault_nan_jacobian);
+    CU_add_test(s, "fault_inf_sensitivity", test_fault_inf_sensitivity);
     CU_add_test(s, "fault_max_steps", test_fault_max_steps);
     CU_add_test(s, "fault_callback_status", test_fault_callback_status);
     CU_add_test(s, "fault_bad_input", test_fault_bad_input);
