@@ -1,0 +1,575 @@
+/* pred/ode.c — CVODES wrapper: BDF + Newton + dense integration with forward sensitivities.
+ *
+ * Design choices (why):
+ * - One solver (context, CVODES memory, vectors, matrix, linear solver) is built once in
+ *   popk_ode_new and reused: a reset is CVodeReInit/CVodeSensReInit, which only rewrites the
+ *   Nordsieck history, so a dose costs no allocation.
+ * - Sensitivity right-hand sides use the all-directions form (CVodeSensInit with a
+ *   CVSensRhsFn): one model evaluation gives J and every df/dq_k, then s_k' = J s_k + df/dq_k.
+ * - The staggered corrector (CV_STAGGERED): the state Newton iteration converges first, and
+ *   only then are the sensitivities corrected; since their equations are linear, that takes
+ *   about one iteration per step, so the (dual-number, hence costlier) sensitivity callback
+ *   runs far fewer times than in the simultaneous corrector, which evaluates it at every
+ *   state Newton iteration.
+ * - Sensitivities take part in the error test (CVodeSetSensErrCon): estimators need
+ *   gradients as accurate as the states.
+ * - Every advance sets the stop time to tout, so the solver never evaluates the right-hand
+ *   side past tout, where the caller's model may be discontinuous (next dose, infusion end).
+ * - Non-finite right-hand-side, Jacobian or sensitivity values are caught in the callbacks:
+ *   the first few in one advance return "recoverable" (a smaller step may avoid the bad
+ *   region), then "fatal"; the failure is reported with its time and component. */
+#include "pred/ode.h"
+
+#include "pred/sundials_compat.h"
+#include "util/error.h"
+
+#include <float.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+_Static_assert(sizeof(popk_sunreal) == sizeof(double),
+               "popk's ODE layer needs SUNDIALS built in double precision");
+
+#define ODE_DEFAULT_RTOL 1e-8
+#define ODE_DEFAULT_ATOL 1e-10
+#define ODE_DEFAULT_MAX_STEPS 50000L
+/* Non-finite callback outputs answered "recoverable" within one advance before giving up.
+ * Counted per advance, not per streak: a model that is NaN beyond some time would otherwise
+ * let the solver creep towards that time with ever smaller (successful) steps until
+ * max_steps, and report "too much work" instead of the NaN. */
+#define ODE_NONFINITE_RETRIES 10
+
+/* What went wrong inside a callback, kept for the error message. */
+typedef struct {
+    int status;        /* user callback status (0: none recorded) */
+    int nonfinite;     /* a non-finite output was seen */
+    double time;       /* time of the event */
+    const char *where; /* "right-hand side", "Jacobian", "sensitivity right-hand side" */
+    int row, col;      /* offending entry: state; Jacobian column or sensitivity direction */
+    double value;      /* the non-finite value */
+} ode_callback_problem;
+
+struct popk_ode {
+    int n;
+    int ns;
+    popk_ode_rhs rhs;
+    void *user;
+
+    double rtol;
+    double atol;
+    long max_steps;
+    char settings_error[160]; /* non-empty: last popk_ode_set_tolerances was rejected */
+
+    SUNContext ctx;
+    void *cvode;
+    N_Vector y;   /* state at time t */
+    N_Vector *ys; /* sensitivities at time t (ns vectors) */
+    SUNMatrix newton_matrix;
+    SUNLinearSolver linear_solver;
+
+    double *jac;       /* n*n row-major, filled by the callback */
+    double *dfdq;      /* ns*n */
+    double *atol_sens; /* ns copies of atol (CVodeSensSStolerances takes an array) */
+
+    double t;  /* time of y and ys */
+    int ready; /* reset done and no failure since */
+
+    popk_sun_message_sink sink;
+    int solver_code;
+    char solver_message[200];
+
+    ode_callback_problem problem;
+    int nonfinite_count; /* in the current advance */
+
+    popk_ode_stats stats; /* cumulative; steps of the current integration are added on read */
+};
+
+static const char ode_where_rhs[] = "right-hand side";
+static const char ode_where_jacobian[] = "Jacobian";
+static const char ode_where_sensitivity[] = "sensitivity right-hand side";
+
+static void ode_capture_message(int code, const char *message, void *user)
+{
+    popk_ode *o = user;
+    o->solver_code = code;
+    snprintf(o->solver_message, sizeof o->solver_message, "%s", message);
+}
+
+static int ode_user_failure(popk_ode *o, double t, int status, const char *where)
+{
+    o->problem.status = status;
+    o->problem.nonfinite = 0;
+    o->problem.time = t;
+    o->problem.where = where;
+    return status;
+}
+
+/* 0 if all of v[rows*cols] is finite; else records the first bad entry and returns 1 (the
+ * solver retries with a smaller step) for the first few in this advance, then -1. */
+static int ode_check_finite(popk_ode *o, double t, const double *v, int rows, int cols,
+                            const char *where)
+{
+    for (int i = 0; i < rows; i++) {
+        for (int j = 0; j < cols; j++) {
+            double x = v[(size_t)i * (size_t)cols + (size_t)j];
+            if (!isfinite(x)) {
+                o->problem.status = 0;
+                o->problem.nonfinite = 1;
+                o->problem.time = t;
+                o->problem.where = where;
+                o->problem.row = i;
+                o->problem.col = j;
+                o->problem.value = x;
+                o->nonfinite_count++;
+                return o->nonfinite_count < ODE_NONFINITE_RETRIES ? 1 : -1;
+            }
+        }
+    }
+    return 0;
+}
+
+static int ode_f(popk_sunreal t, N_Vector y, N_Vector ydot, void *data)
+{
+    popk_ode *o = data;
+    o->stats.rhs_evals++;
+    double *out = N_VGetArrayPointer(ydot);
+    int rc = o->rhs(t, N_VGetArrayPointer(y), out, NULL, NULL, o->user);
+    if (rc != 0)
+        return ode_user_failure(o, t, rc, ode_where_rhs);
+    return ode_check_finite(o, t, out, o->n, 1, ode_where_rhs);
+}
+
+static int ode_jac(popk_sunreal t, N_Vector y, N_Vector fy, SUNMatrix jm, void *data,
+                   N_Vector tmp1, N_Vector tmp2, N_Vector tmp3)
+{
+    (void)fy;
+    (void)tmp2;
+    (void)tmp3;
+    popk_ode *o = data;
+    o->stats.jac_evals++;
+    int n = o->n;
+    memset(o->jac, 0, sizeof(double) * (size_t)n * (size_t)n);
+    int rc = o->rhs(t, N_VGetArrayPointer(y), N_VGetArrayPointer(tmp1), o->jac, NULL, o->user);
+    if (rc != 0)
+        return ode_user_failure(o, t, rc, ode_where_jacobian);
+    rc = ode_check_finite(o, t, o->jac, n, n, ode_where_jacobian);
+    if (rc != 0)
+        return rc;
+    for (int j = 0; j < n; j++) {
+        popk_sunreal *column = SUNDenseMatrix_Column(jm, j);
+        for (int i = 0; i < n; i++)
+            column[i] = o->jac[(size_t)i * (size_t)n + (size_t)j];
+    }
+    return 0;
+}
+
+static int ode_fs(int ns, popk_sunreal t, N_Vector y, N_Vector ydot, N_Vector *ys,
+                  N_Vector *ysdot, void *data, N_Vector tmp1, N_Vector tmp2)
+{
+    (void)ydot;
+    (void)tmp2;
+    popk_ode *o = data;
+    o->stats.sens_rhs_evals++;
+    int n = o->n;
+    memset(o->jac, 0, sizeof(double) * (size_t)n * (size_t)n);
+    memset(o->dfdq, 0, sizeof(double) * (size_t)ns * (size_t)n);
+    int rc = o->rhs(t, N_VGetArrayPointer(y), N_VGetArrayPointer(tmp1), o->jac, o->dfdq,
+                    o->user);
+    if (rc != 0)
+        return ode_user_failure(o, t, rc, ode_where_sensitivity);
+    for (int k = 0; k < ns; k++) {
+        const double *s = N_VGetArrayPointer(ys[k]);
+        double *sdot = N_VGetArrayPointer(ysdot[k]);
+        const double *partial = o->dfdq + (size_t)k * (size_t)n;
+        for (int i = 0; i < n; i++) {
+            const double *jrow = o->jac + (size_t)i * (size_t)n;
+            double acc = partial[i];
+            for (int j = 0; j < n; j++)
+                acc += jrow[j] * s[j];
+            sdot[i] = acc;
+        }
+        rc = ode_check_finite(o, t, sdot, n, 1, ode_where_sensitivity);
+        if (rc != 0) {
+            o->problem.col = k; /* direction k, state row */
+            return rc;
+        }
+    }
+    return 0;
+}
+
+static void ode_release(popk_ode *o)
+{
+    if (o->cvode)
+        CVodeFree(&o->cvode);
+    if (o->linear_solver)
+        SUNLinSolFree(o->linear_solver);
+    if (o->newton_matrix)
+        SUNMatDestroy(o->newton_matrix);
+    if (o->ys)
+        N_VDestroyVectorArray(o->ys, o->ns);
+    if (o->y)
+        N_VDestroy(o->y);
+    if (o->ctx)
+        SUNContext_Free(&o->ctx);
+    free(o->jac);
+    free(o->dfdq);
+    free(o->atol_sens);
+    free(o);
+}
+
+void popk_ode_free(popk_ode *o)
+{
+    if (o)
+        ode_release(o);
+}
+
+static popk_ode *ode_new_fail(popk_ode *o, popk_error *err, popk_status code, const char *what,
+                              int flag)
+{
+    if (o && o->solver_message[0])
+        popk_error_set(err, code, NULL, 0, 0, "ODE solver setup failed: %s (flag %d) [CVODES: %s]",
+                       what, flag, o->solver_message);
+    else
+        popk_error_set(err, code, NULL, 0, 0, "ODE solver setup failed: %s (flag %d)", what, flag);
+    if (o)
+        ode_release(o);
+    return NULL;
+}
+
+/* Apply rtol, atol (also to sensitivities) and max_steps to the CVODES memory. */
+static int ode_apply_settings(popk_ode *o)
+{
+    if (CVodeSStolerances(o->cvode, o->rtol, o->atol) != CV_SUCCESS)
+        return -1;
+    if (CVodeSetMaxNumSteps(o->cvode, o->max_steps) != CV_SUCCESS)
+        return -1;
+    if (o->ns > 0) {
+        for (int k = 0; k < o->ns; k++)
+            o->atol_sens[k] = o->atol;
+        if (CVodeSensSStolerances(o->cvode, o->rtol, o->atol_sens) != CV_SUCCESS)
+            return -1;
+    }
+    return 0;
+}
+
+popk_ode *popk_ode_new(int n, int ns, popk_ode_rhs rhs, void *user, popk_error *err)
+{
+    if (n < 1 || ns < 0 || !rhs || n > POPK_ODE_MAX_STATES || ns > POPK_ODE_MAX_DIRECTIONS) {
+        popk_error_set(err, POPK_ERR_ARG, NULL, 0, 0,
+                       "ODE solver: invalid size (n = %d states, ns = %d directions; need "
+                       "1 <= n <= %d, 0 <= ns <= %d) or missing right-hand side",
+                       n, ns, POPK_ODE_MAX_STATES, POPK_ODE_MAX_DIRECTIONS);
+        return NULL;
+    }
+    popk_ode *o = calloc(1, sizeof *o);
+    if (!o)
+        return ode_new_fail(NULL, err, POPK_ERR_NOMEM, "out of memory", 0);
+    o->n = n;
+    o->ns = ns;
+    o->rhs = rhs;
+    o->user = user;
+    o->rtol = ODE_DEFAULT_RTOL;
+    o->atol = ODE_DEFAULT_ATOL;
+    o->max_steps = ODE_DEFAULT_MAX_STEPS;
+    o->sink.fn = ode_capture_message;
+    o->sink.user = o;
+
+    o->jac = calloc((size_t)n * (size_t)n, sizeof(double));
+    if (ns > 0) {
+        o->dfdq = calloc((size_t)ns * (size_t)n, sizeof(double));
+        o->atol_sens = calloc((size_t)ns, sizeof(double));
+    }
+    if (!o->jac || (ns > 0 && (!o->dfdq || !o->atol_sens)))
+        return ode_new_fail(o, err, POPK_ERR_NOMEM, "out of memory", 0);
+
+    if (popk_sun_context_create(&o->ctx) != 0)
+        return ode_new_fail(o, err, POPK_ERR_SOLVER, "SUNContext_Create", 0);
+    o->y = N_VNew_Serial((sunindextype)n, o->ctx);
+    if (!o->y)
+        return ode_new_fail(o, err, POPK_ERR_NOMEM, "N_VNew_Serial", 0);
+    N_VConst(0.0, o->y);
+    o->cvode = CVodeCreate(CV_BDF, o->ctx);
+    if (!o->cvode)
+        return ode_new_fail(o, err, POPK_ERR_NOMEM, "CVodeCreate", 0);
+    if (popk_sun_silence(o->ctx, o->cvode, &o->sink) != 0)
+        return ode_new_fail(o, err, POPK_ERR_SOLVER, "installing the error handler", 0);
+
+    int flag = CVodeInit(o->cvode, ode_f, 0.0, o->y);
+    if (flag != CV_SUCCESS)
+        return ode_new_fail(o, err, POPK_ERR_SOLVER, "CVodeInit", flag);
+    flag = CVodeSetUserData(o->cvode, o);
+    if (flag != CV_SUCCESS)
+        return ode_new_fail(o, err, POPK_ERR_SOLVER, "CVodeSetUserData", flag);
+
+    o->newton_matrix = SUNDenseMatrix((sunindextype)n, (sunindextype)n, o->ctx);
+    if (!o->newton_matrix)
+        return ode_new_fail(o, err, POPK_ERR_NOMEM, "SUNDenseMatrix", 0);
+    o->linear_solver = SUNLinSol_Dense(o->y, o->newton_matrix, o->ctx);
+    if (!o->linear_solver)
+        return ode_new_fail(o, err, POPK_ERR_NOMEM, "SUNLinSol_Dense", 0);
+    flag = CVodeSetLinearSolver(o->cvode, o->linear_solver, o->newton_matrix);
+    if (flag != CV_SUCCESS)
+        return ode_new_fail(o, err, POPK_ERR_SOLVER, "CVodeSetLinearSolver", flag);
+    flag = CVodeSetJacFn(o->cvode, ode_jac);
+    if (flag != CV_SUCCESS)
+        return ode_new_fail(o, err, POPK_ERR_SOLVER, "CVodeSetJacFn", flag);
+
+    if (ns > 0) {
+        o->ys = N_VCloneVectorArray(ns, o->y);
+        if (!o->ys)
+            return ode_new_fail(o, err, POPK_ERR_NOMEM, "N_VCloneVectorArray", 0);
+        for (int k = 0; k < ns; k++)
+            N_VConst(0.0, o->ys[k]);
+        flag = CVodeSensInit(o->cvode, ns, CV_STAGGERED, ode_fs, o->ys);
+        if (flag != CV_SUCCESS)
+            return ode_new_fail(o, err, POPK_ERR_SOLVER, "CVodeSensInit", flag);
+        flag = CVodeSetSensErrCon(o->cvode, 1);
+        if (flag != CV_SUCCESS)
+            return ode_new_fail(o, err, POPK_ERR_SOLVER, "CVodeSetSensErrCon", flag);
+    }
+    if (ode_apply_settings(o) != 0)
+        return ode_new_fail(o, err, POPK_ERR_SOLVER, "setting tolerances", 0);
+    return o;
+}
+
+void popk_ode_set_tolerances(popk_ode *o, double rtol, double atol, long max_steps)
+{
+    if (!o)
+        return;
+    if (!(rtol > 0.0) || !isfinite(rtol) || !(atol >= 0.0) || !isfinite(atol) ||
+        max_steps < 1) {
+        snprintf(o->settings_error, sizeof o->settings_error,
+                 "invalid ODE tolerances: rtol = %g (need > 0), atol = %g (need >= 0), "
+                 "max_steps = %ld (need >= 1)",
+                 rtol, atol, max_steps);
+        return;
+    }
+    o->rtol = rtol;
+    o->atol = atol;
+    o->max_steps = max_steps;
+    if (ode_apply_settings(o) != 0)
+        snprintf(o->settings_error, sizeof o->settings_error,
+                 "CVODES rejected the tolerances rtol = %g, atol = %g, max_steps = %ld", rtol,
+                 atol, max_steps);
+    else
+        o->settings_error[0] = '\0';
+}
+
+static void ode_clear_diagnostics(popk_ode *o)
+{
+    memset(&o->problem, 0, sizeof o->problem);
+    o->nonfinite_count = 0;
+    o->solver_code = 0;
+    o->solver_message[0] = '\0';
+}
+
+popk_status popk_ode_reset(popk_ode *o, double t0, const double *y0, const double *s0,
+                           popk_error *err)
+{
+    if (!o || !y0)
+        return popk_error_set(err, POPK_ERR_ARG, NULL, 0, 0,
+                              "popk_ode_reset: %s is NULL", o ? "y0" : "solver");
+    o->ready = 0;
+    if (o->settings_error[0])
+        return popk_error_set(err, POPK_ERR_ARG, NULL, 0, 0, "%s", o->settings_error);
+    if (!isfinite(t0))
+        return popk_error_set(err, POPK_ERR_NUMERIC, NULL, 0, 0,
+                              "ODE reset: start time is %g", t0);
+    for (int i = 0; i < o->n; i++)
+        if (!isfinite(y0[i]))
+            return popk_error_set(err, POPK_ERR_NUMERIC, NULL, 0, 0,
+                                  "ODE reset at t = %.10g: initial state %d is %g", t0, i + 1,
+                                  y0[i]);
+    if (s0)
+        for (int k = 0; k < o->ns; k++)
+            for (int i = 0; i < o->n; i++)
+                if (!isfinite(s0[(size_t)k * (size_t)o->n + (size_t)i]))
+                    return popk_error_set(err, POPK_ERR_NUMERIC, NULL, 0, 0,
+                                          "ODE reset at t = %.10g: initial sensitivity of state "
+                                          "%d in direction %d is %g",
+                                          t0, i + 1, k + 1, s0[(size_t)k * (size_t)o->n + (size_t)i]);
+
+    ode_clear_diagnostics(o);
+    long steps = 0;
+    if (CVodeGetNumSteps(o->cvode, &steps) == CV_SUCCESS)
+        o->stats.steps += steps; /* CVodeReInit zeroes the solver's counter */
+    memcpy(N_VGetArrayPointer(o->y), y0, sizeof(double) * (size_t)o->n);
+    int flag = CVodeReInit(o->cvode, t0, o->y);
+    if (flag != CV_SUCCESS)
+        return popk_error_set(err, POPK_ERR_SOLVER, NULL, 0, 0,
+                              "ODE reset at t = %.10g failed: %s [CVODES: %s]", t0,
+                              CVodeGetReturnFlagName(flag), o->solver_message);
+    if (o->ns > 0) {
+        for (int k = 0; k < o->ns; k++) {
+            double *s = N_VGetArrayPointer(o->ys[k]);
+            if (s0)
+                memcpy(s, s0 + (size_t)k * (size_t)o->n, sizeof(double) * (size_t)o->n);
+            else
+                memset(s, 0, sizeof(double) * (size_t)o->n);
+        }
+        flag = CVodeSensReInit(o->cvode, CV_STAGGERED, o->ys);
+        if (flag != CV_SUCCESS)
+            return popk_error_set(err, POPK_ERR_SOLVER, NULL, 0, 0,
+                                  "ODE reset at t = %.10g failed (sensitivities): %s "
+                                  "[CVODES: %s]",
+                                  t0, CVodeGetReturnFlagName(flag), o->solver_message);
+    }
+    o->t = t0;
+    o->ready = 1;
+    o->stats.resets++;
+    return POPK_OK;
+}
+
+/* Describe the callback problem recorded during the failed call into buf. */
+static void ode_describe_problem(const popk_ode *o, char *buf, size_t size)
+{
+    const ode_callback_problem *p = &o->problem;
+    if (p->nonfinite && p->where == ode_where_jacobian)
+        snprintf(buf, size, "the Jacobian entry (%d, %d) is %g at t = %.10g", p->row + 1,
+                 p->col + 1, p->value, p->time);
+    else if (p->nonfinite && p->where == ode_where_sensitivity)
+        snprintf(buf, size, "the %s of state %d in direction %d is %g at t = %.10g", p->where,
+                 p->row + 1, p->col + 1, p->value, p->time);
+    else if (p->nonfinite)
+        snprintf(buf, size, "the %s of state %d is %g at t = %.10g", p->where, p->row + 1,
+                 p->value, p->time);
+    else if (p->status != 0)
+        snprintf(buf, size, "the model's %s failed (status %d) at t = %.10g", p->where,
+                 p->status, p->time);
+    else
+        buf[0] = '\0';
+}
+
+static popk_status ode_fail(popk_ode *o, int flag, double tout, popk_error *err)
+{
+    popk_sunreal tcur = o->t, hcur = 0.0;
+    CVodeGetCurrentTime(o->cvode, &tcur);
+    CVodeGetCurrentStep(o->cvode, &hcur);
+    o->ready = 0;
+
+    char problem[200];
+    ode_describe_problem(o, problem, sizeof problem);
+    char reason[240];
+    switch (flag) {
+    case CV_TOO_MUCH_WORK:
+        snprintf(reason, sizeof reason,
+                 "too much work: %ld steps (max_steps) taken from t = %.10g, stopped at "
+                 "t = %.10g before reaching t = %.10g",
+                 o->max_steps, o->t, (double)tcur, tout);
+        break;
+    case CV_TOO_MUCH_ACC:
+        snprintf(reason, sizeof reason,
+                 "requested accuracy (rtol = %g, atol = %g) beyond machine precision at "
+                 "t = %.10g",
+                 o->rtol, o->atol, (double)tcur);
+        break;
+    case CV_ERR_FAILURE:
+        snprintf(reason, sizeof reason, "repeated error test failures at t = %.10g (step size %g)",
+                 (double)tcur, (double)hcur);
+        break;
+    case CV_CONV_FAILURE:
+        snprintf(reason, sizeof reason,
+                 "repeated Newton convergence failures at t = %.10g (step size %g)",
+                 (double)tcur, (double)hcur);
+        break;
+    default:
+        if (problem[0]) {
+            /* A callback failure is the reason itself (right-hand side, Jacobian or
+             * sensitivity failure codes). */
+            popk_status code = o->problem.nonfinite ? POPK_ERR_NUMERIC : POPK_ERR_SOLVER;
+            return popk_error_set(err, code, NULL, 0, 0, "ODE solver failed: %s [CVODES: %s]",
+                                  problem, o->solver_message);
+        }
+        snprintf(reason, sizeof reason, "%s at t = %.10g", CVodeGetReturnFlagName(flag),
+                 (double)tcur);
+        break;
+    }
+    if (problem[0])
+        return popk_error_set(err, o->problem.nonfinite ? POPK_ERR_NUMERIC : POPK_ERR_SOLVER,
+                              NULL, 0, 0, "ODE solver failed: %s; before that, %s [CVODES: %s]",
+                              reason, problem, o->solver_message);
+    return popk_error_set(err, POPK_ERR_SOLVER, NULL, 0, 0, "ODE solver failed: %s [CVODES: %s]",
+                          reason, o->solver_message);
+}
+
+/* Copy the stored state (and sensitivities) out; check they are finite. */
+static popk_status ode_output(popk_ode *o, double *y, double *s, popk_error *err)
+{
+    const double *yv = N_VGetArrayPointer(o->y);
+    for (int i = 0; i < o->n; i++) {
+        if (!isfinite(yv[i])) {
+            o->ready = 0;
+            return popk_error_set(err, POPK_ERR_NUMERIC, NULL, 0, 0,
+                                  "ODE solver produced a non-finite state %d (%g) at t = %.10g",
+                                  i + 1, yv[i], o->t);
+        }
+    }
+    if (y)
+        memcpy(y, yv, sizeof(double) * (size_t)o->n);
+    for (int k = 0; k < o->ns; k++) {
+        const double *sv = N_VGetArrayPointer(o->ys[k]);
+        for (int i = 0; i < o->n; i++) {
+            if (!isfinite(sv[i])) {
+                o->ready = 0;
+                return popk_error_set(err, POPK_ERR_NUMERIC, NULL, 0, 0,
+                                      "ODE solver produced a non-finite sensitivity of state %d "
+                                      "in direction %d (%g) at t = %.10g",
+                                      i + 1, k + 1, sv[i], o->t);
+            }
+        }
+        if (s)
+            memcpy(s + (size_t)k * (size_t)o->n, sv, sizeof(double) * (size_t)o->n);
+    }
+    return POPK_OK;
+}
+
+popk_status popk_ode_advance(popk_ode *o, double tout, double *y, double *s, popk_error *err)
+{
+    if (!o)
+        return popk_error_set(err, POPK_ERR_ARG, NULL, 0, 0, "popk_ode_advance: solver is NULL");
+    if (!o->ready)
+        return popk_error_set(err, POPK_ERR_ARG, NULL, 0, 0,
+                              "popk_ode_advance to t = %.10g: the solver needs popk_ode_reset "
+                              "first (never reset, or the previous call failed)",
+                              tout);
+    if (!isfinite(tout) || tout < o->t)
+        return popk_error_set(err, POPK_ERR_ARG, NULL, 0, 0,
+                              "popk_ode_advance: output time %.10g is before the current time "
+                              "%.10g or not finite",
+                              tout, o->t);
+    /* An interval below time round-off moves no state (CVODE would reject it as too close). */
+    if (tout - o->t <= 4.0 * DBL_EPSILON * fmax(fabs(tout), fabs(o->t)))
+        return ode_output(o, y, s, err);
+
+    ode_clear_diagnostics(o);
+    int flag = CVodeSetStopTime(o->cvode, tout);
+    if (flag != CV_SUCCESS)
+        return ode_fail(o, flag, tout, err);
+    popk_sunreal tret = o->t;
+    flag = CVode(o->cvode, tout, o->y, &tret, CV_NORMAL);
+    if (flag < 0)
+        return ode_fail(o, flag, tout, err);
+    if (o->ns > 0) {
+        flag = CVodeGetSens(o->cvode, &tret, o->ys);
+        if (flag < 0)
+            return ode_fail(o, flag, tout, err);
+    }
+    o->t = tout;
+    return ode_output(o, y, s, err);
+}
+
+void popk_ode_get_stats(const popk_ode *o, popk_ode_stats *stats)
+{
+    if (!stats)
+        return;
+    memset(stats, 0, sizeof *stats);
+    if (!o)
+        return;
+    *stats = o->stats;
+    long steps = 0;
+    if (CVodeGetNumSteps(o->cvode, &steps) == CV_SUCCESS)
+        stats->steps += steps;
+}
