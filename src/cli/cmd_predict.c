@@ -12,6 +12,7 @@
 #include "model/model.h"
 #include "pred/pred.h"
 #include "util/atomic.h"
+#include "util/dual.h"
 #include "util/error.h"
 
 static void usage(FILE *out)

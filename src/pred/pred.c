@@ -46,6 +46,7 @@ struct popk_pred_ws {
     int nev, cap_ev;
     long seq;
     popk_dual A[8], R[8];
+    popk_dual Rseg[8];  /* inputs of the ODE segment being integrated */
     popk_dual t;        /* current time */
     popk_linsys lin;
     popk_ode *ode;
@@ -251,7 +252,7 @@ static int ode_rhs(double t, const double *y, double *ydot, double *jac, double 
         popk_prog_eval(m->prog_rhs, ws->ode_slots, ws->ode_stack);
     for (int i = 0; i < n; i++) {
         const double *d = ws->ode_slots + (size_t)(m->deriv_slot + i) * ostride;
-        ydot[i] = d[0] + ws->R[i].v;
+        ydot[i] = d[0] + ws->Rseg[i].v;
         if (!isfinite(ydot[i]))
             return ws->segment_failed = 1, 1;
         if (jac)
@@ -259,7 +260,7 @@ static int ode_rhs(double t, const double *y, double *ydot, double *jac, double 
                 jac[i * n + j] = d[1 + j];
         if (dfdq)
             for (int k = 0; k < nd; k++)
-                dfdq[k * n + i] = d[1 + n + k] + ws->R[i].d[k];
+                dfdq[k * n + i] = d[1 + n + k] + ws->Rseg[i].d[k];
     }
     return 0;
 }
@@ -300,12 +301,12 @@ static popk_status advance(popk_pred_ws *ws, popk_dual *A, const popk_dual *R, p
                         t0.v);
         return POPK_OK;
     }
-    /* ODE path. The solver sees the inputs R through ws->R. */
+    /* ODE path. The solver sees the inputs R through ws->Rseg. */
     popk_status st = ode_setup(ws, err);
     if (st != POPK_OK)
         return st;
     for (int i = 0; i < n; i++)
-        ws->R[i] = R[i];
+        ws->Rseg[i] = R[i];
     double y[8], s[8 * POPK_DUAL_MAX], f[8] = {0};
     for (int i = 0; i < n; i++)
         y[i] = A[i].v;
@@ -588,10 +589,13 @@ static popk_status apply_steady_state(popk_pred_ws *ws, const dose_spec *ds, pop
     popk_status st = ss_fixed_point(ws, ds, t, x, err);
     if (st != POPK_OK)
         return st;
-    if (ds->infusion && ds->ii <= 0.0) { /* constant infusion: runs on for ever */
+    if (ds->infusion && ds->ii <= 0.0) {
+        /* Constant infusion at steady state (AMT = 0): the record sets the steady-state
+         * amounts; the zero-amount dose itself starts nothing, so the amounts decay from
+         * there (NONMEM 7.4.3, nmtest ID 26). */
         for (int i = 0; i < n; i++)
             ws->A[i] = pd_add(ws->A[i], x[i], nd);
-        return start_infusion(ws, ws->R, ds->cmt, ds->rate, pd_const(INFINITY, nd), err);
+        return POPK_OK;
     }
     /* Phase of the cycle at time t: the last implied dose entered at t - psi. */
     double k = floor(ds->lag.v / ds->ii);
@@ -621,6 +625,26 @@ static popk_status apply_steady_state(popk_pred_ws *ws, const dose_spec *ds, pop
     }
     for (int i = 0; i < n; i++)
         ws->A[i] = pd_add(ws->A[i], x[i], nd);
+    /* Implied doses given before t whose lagged entry is at or after t (ALAG >= II) still
+     * enter: they are part of the steady-state pattern. */
+    for (int k = 1; k * ds->ii <= ds->lag.v * (1.0 + 1e-12); k++) {
+        pend_event e = {0};
+        e.kind = EV_DOSE;
+        e.time = pd_add(t, pd_sub(ds->lag, pd_const(k * ds->ii, nd), nd), nd);
+        e.cmt = ds->cmt;
+        e.infusion = ds->infusion;
+        e.amount = ds->amount;
+        e.rate = ds->rate;
+        e.dur = ds->dur;
+        if (e.time.v <= t.v + 1e-12 * fabs(t.v) + 1e-12) {
+            e.time = t;
+            st = fire_dose(ws, &e, err);
+        } else {
+            st = push_event(ws, &e, err);
+        }
+        if (st != POPK_OK)
+            return st;
+    }
     if (ds->infusion) {
         /* Implied infusions started at t - psi - j II that are still running at t. */
         for (int j = psi.v > 0.0 ? 0 : 1;; j++) {
