@@ -9,7 +9,10 @@
  * exp log log10 sqrt pow(a,b) abs min(a,b,...) max(a,b,...) logit expit phi (normal CDF),
  * constants pi and e. Derivatives: comparisons and logic have zero derivative; if, min, max
  * and abs are differentiated piecewise (the branch chosen by the values; ties take the
- * first argument; d|x|/dx = 0 at x = 0).
+ * first argument; d|x|/dx = 0 at x = 0). min/max return NaN when an argument is NaN.
+ * a^b: d = b a^(b-1) da + a^b ln(a) db, the ln term dropped in every direction where db
+ * is zero (so a negative base with a constant or undifferentiated exponent is fine).
+ * Full reference: docs/expressions.md.
  *
  * Evaluation frame: every symbol lives in a slot of a flat array owned by the caller.
  * Double evaluation reads and writes slots[k]; dual evaluation reads and writes
@@ -52,16 +55,35 @@ typedef struct popk_expr popk_expr;
 /* Parse text[0..len) as one expression. On error returns NULL with err set to
  * FILE:LINE:COLUMN (computed from loc plus the offset in text; err->context gets the text's
  * offending line). Refuses input nested deeper than 256 levels or longer than 1 MiB with
- * POPK_ERR_LIMIT. */
+ * POPK_ERR_LIMIT.
+ * Locations: on the text's first line, column = loc->column + offset, and err->context is
+ * the text's line padded on the left with loc->column - 1 spaces, so a caret printed under
+ * err->column lines up (a caller holding the whole file line may overwrite context with
+ * it). On later lines of a multi-line text, columns count from the start of that text line.
+ * Errors found here (all POPK_ERR_MODEL unless noted): empty expression, unexpected
+ * character or token, malformed or out-of-range number, unterminated string, unbalanced
+ * parentheses, trailing garbage, chained comparisons (a < b < c), unknown function (with a
+ * suggestion), wrong number of arguments, division by a constant zero, a string literal
+ * anywhere but as an operand of == or !=. Constant subexpressions are folded when their
+ * value is finite. */
 popk_expr *popk_expr_parse(const char *text, size_t len, const popk_srcloc *loc,
                            popk_error *err);
 void popk_expr_free(popk_expr *e);
 
 /* Call fn for every name the expression reads (in source order, repeats included), with
- * the name's location. Stops early and returns fn's value when fn returns non-zero. */
+ * the name's location. Stops early and returns fn's value when fn returns non-zero.
+ * Function names and the constants pi and e are not reported. Returns -1 if memory runs
+ * out during the walk (only for very long operator chains). */
 int popk_expr_foreach_name(const popk_expr *e,
                            int (*fn)(const char *name, int line, int column, void *user),
                            void *user);
+
+/* 1 when name is a function or constant of the language (exp, if, pi, e, ...): a model
+ * must not use it as a variable name. */
+int popk_expr_is_reserved(const char *name);
+
+/* 1 when the whole expression folded to a number (stored in *value, which may be NULL). */
+int popk_expr_constant(const popk_expr *e, double *value);
 
 /* A compiled program: a sequence of assignments slot := expression. */
 typedef struct popk_prog popk_prog;
@@ -72,7 +94,11 @@ void popk_prog_free(popk_prog *p);
 /* Compile "slot := e" and append it. Names are resolved in st; an unknown name gives
  * "unknown symbol 'x' (did you mean 'y'?)", a call with the wrong number of arguments,
  * an unknown function, a string literal where a number is needed, an unknown level of a
- * categorical symbol, and division by a literal zero are errors with their location. */
+ * categorical symbol, and division by a literal zero are errors with their location.
+ * (Function, arity, division and most string errors are already reported by
+ * popk_expr_parse; the compiler adds everything that needs the symbol table.) On error
+ * the program is left as it was. Symbols are looked up by a linear scan: compile time
+ * only. */
 popk_status popk_prog_add(popk_prog *p, int slot, const popk_expr *e, const popk_symtab *st,
                           popk_error *err);
 
@@ -80,12 +106,16 @@ popk_status popk_prog_add(popk_prog *p, int slot, const popk_expr *e, const popk
 int popk_prog_stack_size(const popk_prog *p);
 /* Number of assignments in the program. */
 int popk_prog_count(const popk_prog *p);
+/* 1 + the largest slot index the program reads or writes (0 when empty): the frame must
+ * hold at least this many slots (times 1 + nd for dual evaluation). */
+int popk_prog_nslots(const popk_prog *p);
 
 /* Run the program on doubles. stack has at least popk_prog_stack_size(p) doubles. */
 void popk_prog_eval(const popk_prog *p, double *slots, double *stack);
 
-/* Run the program on strided duals with nd directions (0 <= nd <= POPK_DUAL_MAX).
- * stack has at least popk_prog_stack_size(p) * (1 + nd) doubles. */
+/* Run the program on strided duals with nd directions (0 <= nd <= POPK_DUAL_MAX; outside
+ * that range nothing is evaluated). stack has at least popk_prog_stack_size(p) * (1 + nd)
+ * doubles. Values are bit-identical to popk_prog_eval's. */
 void popk_prog_eval_dual(const popk_prog *p, int nd, double *slots, double *stack);
 
 /* Levenshtein distance-based suggestion: the name in st closest to name, or NULL when
