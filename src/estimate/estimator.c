@@ -17,8 +17,11 @@
 #define INNER_MAXIT 100
 /* Gauss-Newton converges linearly when residuals are large; after this many iterations the
  * exact Hessian (central differences of the exact gradient) takes over if positive definite. */
-#define INNER_EXACT_AFTER 4
+#define INNER_EXACT_AFTER 10
 #define INNER_HALVINGS 40
+/* Longest Newton step, in prior SDs of each eta: far from the mode (bad initial values) the
+ * joint term can be doubly exponential in eta and the Gauss-Newton step absurdly long. */
+#define INNER_MAX_STEP 3.0
 /* Step of the central differences of the exact gradient (Laplace Hessian). */
 #define HESSIAN_STEP 1e-4
 
@@ -37,6 +40,7 @@ struct popk_estimator {
     workspace *ws;
     double *eta, *eta_new, *terms, *terms_new, *eta_cov, *eta_cov_new;
     double *Oi;                     /* Omega^-1 of the current pass */
+    double *eta_sd;                 /* sqrt(Omega_kk) of the current pass */
     double logdet_omega;
     int *status;
     int last_fatal;                 /* the last pass failed through a callback error */
@@ -82,6 +86,7 @@ void popk_estimator_free(popk_estimator *est)
     free(est->eta_cov);
     free(est->eta_cov_new);
     free(est->Oi);
+    free(est->eta_sd);
     free(est->status);
     free(est->sub_err);
     popk_param_map_free(est->map);
@@ -138,6 +143,7 @@ popk_estimator *popk_estimator_create(const popk_problem *prob, int nthreads, po
     est->eta_cov = xcalloc(ns * q * q, sizeof(double), &fail);
     est->eta_cov_new = xcalloc(ns * q * q, sizeof(double), &fail);
     est->Oi = xcalloc(q * q, sizeof(double), &fail);
+    est->eta_sd = xcalloc(q, sizeof(double), &fail);
     est->status = xcalloc(ns, sizeof(int), &fail);
     est->sub_err = xcalloc(ns, sizeof(popk_error), &fail);
     if (fail || !est->ws) {
@@ -178,6 +184,8 @@ static popk_status set_omega(popk_estimator *est, const double *omega, popk_erro
         return popk_error_set(err, POPK_ERR_NUMERIC, NULL, 0, 0,
                               "OMEGA is not positive definite");
     est->logdet_omega = popk_chol_logdet(q, w->L);
+    for (int k = 0; k < q; k++)
+        est->eta_sd[k] = sqrt(omega[k * q + k]);
     popk_chol_inverse(q, w->L, est->Oi, w->col);
     return POPK_OK;
 }
@@ -264,15 +272,29 @@ static void swap_ptr(double **a, double **b)
     *b = t;
 }
 
-/* Newton iterations from eta (updated in place). On return 0 the current buffers of the
+static void swap_current_trial(workspace *w)
+{
+    swap_ptr(&w->f, &w->f1);
+    swap_ptr(&w->V, &w->V1);
+    swap_ptr(&w->G, &w->G1);
+    swap_ptr(&w->dV, &w->dV1);
+    swap_ptr(&w->grad, &w->grad1);
+    swap_ptr(&w->M, &w->M1);
+}
+
+/* Newton iterations from eta (updated in place; evaluated: the current buffers already hold
+ * its evaluation and *l its l). On return 0 the current buffers of the
  * workspace hold f, V, G, dV, the gradient and M at eta, and *l is l(eta). */
-static int newton(const indiv *c, double *eta, double *l)
+static int newton(const indiv *c, double *eta, double *l, int evaluated)
 {
     workspace *w = c->w;
     int q = c->est->q;
-    int st = evaluate(c, eta, w->f, w->V, w->G, w->dV, l, w->grad, w->M);
-    if (st)
-        return st;
+    if (!evaluated) {
+        int st = evaluate(c, eta, w->f, w->V, w->G, w->dV, l, w->grad, w->M);
+        if (st)
+            return st;
+    }
+    int st;
     double decrement = 0.0;
     for (int it = 0; it < INNER_MAXIT; it++) {
         memcpy(w->L, w->M, (size_t)(q * q) * sizeof *w->L);
@@ -296,6 +318,13 @@ static int newton(const indiv *c, double *eta, double *l)
                 popk_chol_solve(q, w->L, w->step);
             }
         }
+        double longest = 0.0;
+        for (int a = 0; a < q; a++)
+            if (fabs(w->step[a]) > longest * c->est->eta_sd[a])
+                longest = fabs(w->step[a]) / c->est->eta_sd[a];
+        if (longest > INNER_MAX_STEP)
+            for (int a = 0; a < q; a++)
+                w->step[a] *= INNER_MAX_STEP / longest;
         double slope = 0.0;
         for (int a = 0; a < q; a++)
             slope += w->grad[a] * w->step[a];
@@ -315,28 +344,46 @@ static int newton(const indiv *c, double *eta, double *l)
             return decrement < 1e-10 ? 0 : 1;
         memcpy(eta, w->eta1, (size_t)q * sizeof *eta);
         *l = l1;
-        swap_ptr(&w->f, &w->f1);
-        swap_ptr(&w->V, &w->V1);
-        swap_ptr(&w->G, &w->G1);
-        swap_ptr(&w->dV, &w->dV1);
-        swap_ptr(&w->grad, &w->grad1);
-        swap_ptr(&w->M, &w->M1);
+        swap_current_trial(w);
     }
     if (decrement < 1e-10)
         return 0;
     return 1;
 }
 
-/* EBE from a warm start, then from 0 if that fails. */
+/* EBE from the warm start or from 0, whichever has the lower l (a warm start left in
+ * another mode's basin by a distant outer trial point must not trap the subject there), then
+ * from 0 if that fails. */
 static int inner(const indiv *c, double *eta, double *l)
 {
     int q = c->est->q;
-    int st = newton(c, eta, l);
+    workspace *w = c->w;
+    int warm = 0, evaluated = 0;
+    for (int a = 0; a < q; a++)
+        warm |= eta[a] != 0.0;
+    if (warm) {
+        double l_warm, l_zero;
+        for (int a = 0; a < q; a++)
+            w->eta1[a] = 0.0;
+        int st_warm = evaluate(c, eta, w->f, w->V, w->G, w->dV, &l_warm, w->grad, w->M);
+        int st_zero = evaluate(c, w->eta1, w->f1, w->V1, w->G1, w->dV1, &l_zero, w->grad1, w->M1);
+        if (st_warm < 0 || st_zero < 0)
+            return st_warm < 0 ? st_warm : st_zero;
+        if (st_zero == 0 && (st_warm != 0 || l_zero < l_warm)) {
+            for (int a = 0; a < q; a++)
+                eta[a] = 0.0;
+            swap_current_trial(w);
+            *l = l_zero;
+        } else
+            *l = l_warm;
+        evaluated = st_warm == 0 || st_zero == 0;
+    }
+    int st = newton(c, eta, l, evaluated);
     if (st <= 0)
         return st;
     for (int a = 0; a < q; a++)
         eta[a] = 0.0;
-    return newton(c, eta, l);
+    return newton(c, eta, l, 0);
 }
 
 /* OFV_i of FO/FOCE: the linearised marginal at eta (Woodbury, so only q x q matrices):

@@ -30,6 +30,10 @@ typedef struct {
     popk_method method;
     double *theta, *omega, *sigma, *xt;
     int npar, iterations, evaluations, user_stop, gradient_alg;
+    double scale;             /* NLopt sees OFV / scale */
+    double best;              /* lowest OFV so far, and its EBEs: the warm starts */
+    double *eta_best;
+    size_t eta_size;
     popk_status fatal;
     popk_error err;
     popk_iter_fn iter;
@@ -79,6 +83,12 @@ static double outer_objective(unsigned n, const double *x, double *grad, void *d
                 grad[k] = 0.0;
         }
     }
+    /* a trial point worse than the best must not move the warm starts away from it */
+    if (f < c->best) {
+        c->best = f;
+        memcpy(c->eta_best, popk_estimator_eta(c->est), c->eta_size * sizeof *c->eta_best);
+    } else
+        popk_estimator_set_eta(c->est, c->eta_best);
     if (isfinite(f) && (grad || !c->gradient_alg)) {
         c->iterations++;
         if (c->iter) {
@@ -89,7 +99,10 @@ static double outer_objective(unsigned n, const double *x, double *grad, void *d
             }
         }
     }
-    return f;
+    if (grad)
+        for (unsigned k = 0; k < n; k++)
+            grad[k] /= c->scale;
+    return f / c->scale;
 }
 
 void popk_estimate_result_free(popk_estimate_result *res)
@@ -229,6 +242,22 @@ popk_estimate_result *popk_estimate(const popk_problem *prob, const popk_estimat
         POPK_OK)
         goto fail;
     r->status = POPK_OK;
+    c.best = r->ofv;
+    c.eta_size = (size_t)prob->nsub * (size_t)prob->neta;
+    c.eta_best = malloc((c.eta_size + 1) * sizeof *c.eta_best);
+    if (!c.eta_best) {
+        popk_error_set(err, POPK_ERR_NOMEM, NULL, 0, 0, "out of memory");
+        goto fail;
+    }
+    memcpy(c.eta_best, popk_estimator_eta(est), c.eta_size * sizeof *c.eta_best);
+    /* The OFV grows with the number of observations; per observation its gradient is O(1)
+     * in x, which keeps the quasi-Newton's first trial step (of the size of the gradient)
+     * from leaving the region where the model predicts. */
+    c.scale = 0.0;
+    for (int i = 0; i < prob->nsub; i++)
+        c.scale += prob->nobs[i];
+    if (c.scale < 1.0)
+        c.scale = 1.0;
     if (!opt->evaluate_only && n > 0) {
         c.opt = nlopt_create(nlopt_algo(opt->optimizer), (unsigned)n);
         if (!c.opt) {
@@ -280,11 +309,13 @@ popk_estimate_result *popk_estimate(const popk_problem *prob, const popk_estimat
         goto fail;
     free(x);
     free(xt);
+    free(c.eta_best);
     popk_estimator_free(est);
     return r;
 fail:
     free(x);
     free(xt);
+    free(c.eta_best);
     popk_estimate_result_free(r);
     popk_estimator_free(est);
     return NULL;
