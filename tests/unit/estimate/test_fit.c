@@ -72,8 +72,8 @@ static void test_theo_focei(void)
     double secs;
     popk_estimate_result *r = fit(&p, POPK_METHOD_FOCEI, POPK_COV_SANDWICH, 2, &secs);
     CU_ASSERT_PTR_NOT_NULL_FATAL(r);
-    printf("\n  theo_sd FOCE-I: OFV %.4f in %.3f s (%d iterations, %d OFV passes incl. "
-           "covariance step: no)\n", r->ofv, secs, r->iterations, r->evaluations);
+    printf("\n  theo_sd FOCE-I with covariance step: OFV %.4f in %.3f s (%d iterations, %d OFV "
+           "passes)\n", r->ofv, secs, r->iterations, r->evaluations);
     CU_ASSERT_EQUAL(r->status, POPK_OK);
     CU_ASSERT_DOUBLE_EQUAL(r->ofv, 116.8038, 0.02);
     const double theta_ref[] = {0.464451, 1.012047, 3.459973}, omega_ref[] = {0.404625, 0.068796, 0.019222};
@@ -327,6 +327,139 @@ static void test_acop_bolus(void) { acop_fit(&acop_refs[0], &bolus, 0.0); }
 static void test_acop_bolus_perturbed(void) { acop_fit(&acop_refs[0], &bolus, 0.3); }
 static void test_acop_oral(void) { acop_fit(&acop_refs[1], &oral, 0.0); }
 
+
+/* Covariance options at the theo_sd estimates: R-only is 2 R^-1, S-only 4 S^-1, the sandwich
+ * satisfies R cov R = S; R agrees with second differences of the OFV taken with another step;
+ * the three SEs agree roughly (information equality at the optimum of a sound model). */
+static void test_covariance_kinds(void)
+{
+    popk_problem p;
+    theo_problem(&p);
+    popk_estimate_result *r = fit(&p, POPK_METHOD_FOCEI, POPK_COV_SANDWICH, 2, NULL);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(r);
+    CU_ASSERT_EQUAL_FATAL(r->cov_status, POPK_OK);
+    int n = r->npar;
+    CU_ASSERT_EQUAL_FATAL(n, 7);
+    double se_sandwich[7];
+    memcpy(se_sandwich, r->se, sizeof se_sandwich);
+    /* sandwich: R cov R = S */
+    for (int a = 0; a < n; a++)
+        for (int b = 0; b < n; b++) {
+            double s = 0.0;
+            for (int k = 0; k < n; k++)
+                for (int l = 0; l < n; l++)
+                    s += r->R[a * n + k] * r->cov[k * n + l] * r->R[l * n + b];
+            CU_ASSERT_DOUBLE_EQUAL(s, r->S[a * n + b], 1e-8 * sqrt(r->S[a * n + a] * r->S[b * n + b]));
+        }
+    popk_error err;
+    popk_estimator *est = popk_estimator_create(&p, 2, &err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(est);
+    double ofv0;
+    CU_ASSERT_EQUAL_FATAL(popk_estimator_ofv(est, POPK_METHOD_FOCEI, r->theta, r->omega, r->sigma, &ofv0, &err), POPK_OK);
+    /* R's diagonal against second differences with twice the step */
+    for (int k = 0; k < n; k++) {
+        double pt[7], th[3], om[9], si[1], fp, fm, h = 2e-3 * fabs(r->p[k]);
+        memcpy(pt, r->p, sizeof pt);
+        pt[k] += h;
+        popk_param_map_set_natural(popk_estimator_map(est), pt, th, om, si);
+        popk_estimator_ofv(est, POPK_METHOD_FOCEI, th, om, si, &fp, &err);
+        pt[k] -= 2 * h;
+        popk_param_map_set_natural(popk_estimator_map(est), pt, th, om, si);
+        popk_estimator_ofv(est, POPK_METHOD_FOCEI, th, om, si, &fm, &err);
+        double hess = (fp - 2 * ofv0 + fm) / (h * h);
+        CU_ASSERT_DOUBLE_EQUAL(r->R[k * n + k], hess, 1e-3 * fabs(hess));
+    }
+    popk_estimator_ofv(est, POPK_METHOD_FOCEI, r->theta, r->omega, r->sigma, &ofv0, &err);
+    CU_ASSERT_EQUAL(popk_estimate_covariance(est, POPK_METHOD_FOCEI, POPK_COV_R, r, &err), POPK_OK);
+    for (int a = 0; a < n; a++)
+        for (int b = 0; b < n; b++) {
+            double s = 0.0;
+            for (int k = 0; k < n; k++)
+                s += r->cov[a * n + k] * r->R[k * n + b] / 2;
+            CU_ASSERT_DOUBLE_EQUAL(s, a == b, 1e-8);
+        }
+    /* nlmixr2's "analytic" (R-based) SEs of tka, tcl, tv, add.sd (refdata README 6(ii)) */
+    const double se_r_ref[4] = {0.1911, 0.08366, 0.04654, 0.04951};
+    printf("\n  SE sandwich / R-only (nlmixr2 analytic):");
+    for (int k = 0; k < n; k++) {
+        int ref = k < 3 ? k : k == 6 ? 3 : -1;
+        printf(" %.5f/%.5f", se_sandwich[k], r->se[k]);
+        if (ref >= 0) {
+            printf(" (%.5f)", se_r_ref[ref]);
+            CU_ASSERT_DOUBLE_EQUAL(r->se[k], se_r_ref[ref], 0.05 * se_r_ref[ref]);
+        }
+    }
+    CU_ASSERT_EQUAL(popk_estimate_covariance(est, POPK_METHOD_FOCEI, POPK_COV_S, r, &err), POPK_OK);
+    for (int a = 0; a < n; a++)
+        for (int b = 0; b < n; b++) {
+            double s = 0.0;
+            for (int k = 0; k < n; k++)
+                s += r->cov[a * n + k] * r->S[k * n + b] / 4;
+            CU_ASSERT_DOUBLE_EQUAL(s, a == b, 1e-8);
+        }
+    for (int k = 0; k < n; k++)
+        printf(k ? "  S %.5f" : "\n  S-only SEs %.5f", r->se[k]);
+    printf("\n");
+    popk_estimator_free(est);
+    popk_estimate_result_free(r);
+}
+
+/* A parameter the predictions do not depend on: R is singular; the step reports it and the
+ * estimates are kept. */
+static int theo_pred_extra(int i, int thread, const double *theta, const double *sigma,
+                           const double *eta, double *f, double *V, double *G, double *dV,
+                           void *user, popk_error *err)
+{
+    return theo_pred(i, thread, theta, sigma, eta, f, V, G, dV, user, err);
+}
+
+static void test_covariance_failure(void)
+{
+    popk_problem p;
+    theo_problem(&p);
+    double th[4] = {0.45, 1.0, 3.45, 2.0};
+    p.ntheta = 4;
+    p.theta0 = th;
+    p.pred = theo_pred_extra;
+    popk_estimate_options opt;
+    popk_estimate_options_default(&opt);
+    opt.evaluate_only = 1;
+    popk_error err;
+    popk_estimate_result *r = popk_estimate(&p, &opt, &err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(r);
+    CU_ASSERT_EQUAL(r->cov_status, POPK_ERR_NUMERIC);
+    CU_ASSERT_STRING_EQUAL(r->cov_message, "R matrix is not positive definite");
+    CU_ASSERT_PTR_NULL(r->cov);
+    CU_ASSERT(isfinite(r->ofv));
+    CU_ASSERT_EQUAL(r->theta[3], 2.0);
+    popk_estimate_result_free(r);
+}
+
+/* No etas: every method is the naive pooled -2 log-likelihood sum (r^2/V + log V). */
+static void test_naive_pooled(void)
+{
+    popk_problem p;
+    theo_problem(&p);
+    p.neta = 0;
+    p.omega0 = NULL;
+    double expect = 0.0, eta0[3] = {0, 0, 0};
+    for (int i = 0; i < theo.nsub; i++) {
+        double f[32], V[32];
+        theo_pred(i, 0, theo_theta0, theo_sigma0, eta0, f, V, NULL, NULL, &theo, NULL);
+        for (int j = 0; j < theo.nobs[i]; j++)
+            expect += (theo.y[i][j] - f[j]) * (theo.y[i][j] - f[j]) / V[j] + log(V[j]);
+    }
+    popk_error err;
+    popk_estimator *est = popk_estimator_create(&p, 1, &err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(est);
+    for (int m = POPK_METHOD_FO; m <= POPK_METHOD_LAPLACE; m++) {
+        double ofv;
+        CU_ASSERT_EQUAL(popk_estimator_ofv(est, (popk_method)m, theo_theta0, NULL, theo_sigma0, &ofv, &err), POPK_OK);
+        CU_ASSERT_DOUBLE_EQUAL(ofv, expect, 1e-10 * fabs(expect));
+    }
+    popk_estimator_free(est);
+}
+
 int main(void)
 {
     if (CU_initialize_registry() != CUE_SUCCESS)
@@ -337,6 +470,9 @@ int main(void)
     CU_add_test(s, "theo_threads", test_theo_threads);
     CU_add_test(s, "theo_fo", test_theo_fo);
     CU_add_test(s, "callback_and_evaluate", test_callback_and_evaluate);
+    CU_add_test(s, "covariance_kinds", test_covariance_kinds);
+    CU_add_test(s, "covariance_failure", test_covariance_failure);
+    CU_add_test(s, "naive_pooled", test_naive_pooled);
     CU_add_test(s, "acop_bolus", test_acop_bolus);
     CU_add_test(s, "acop_bolus_perturbed", test_acop_bolus_perturbed);
     CU_add_test(s, "acop_oral", test_acop_oral);
