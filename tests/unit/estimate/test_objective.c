@@ -293,6 +293,40 @@ static void test_errors(void)
     popk_estimator_free(est);
 }
 
+
+/* Per-subject outputs: the EBE posterior covariance is the inverse of the FOCE-I matrix
+ * Omega^-1 + sum g^2/V + 1/2 dV^2/V^2 at the EBE (Wang, proportional error, by hand); FO's
+ * stored EBEs are 0 and its posthoc EBEs are FOCE-I's. */
+static void test_posterior(void)
+{
+    popk_problem p;
+    wang_user u;
+    wang_problem(&p, &u, 1);
+    popk_error err;
+    popk_estimator *est = popk_estimator_create(&p, 1, &err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(est);
+    double ofv;
+    CU_ASSERT_EQUAL_FATAL(popk_estimator_ofv(est, POPK_METHOD_FOCEI, p.theta0, p.omega0, p.sigma0, &ofv, &err), POPK_OK);
+    double eta_focei[10];
+    memcpy(eta_focei, popk_estimator_eta(est), sizeof eta_focei);
+    for (int i = 0; i < 10; i++) {
+        double e = eta_focei[i], ke = 0.5 * exp(e), info = 1.0 / 0.04;
+        for (int j = 0; j < 2; j++) {
+            double t = wang.t[i][j], f = 10 * exp(-ke * t), g = -t * ke * f;
+            double V = 0.1 * f * f, dV = 2 * 0.1 * f * g;
+            info += g * g / V + 0.5 * dV * dV / (V * V);
+        }
+        CU_ASSERT_DOUBLE_EQUAL(popk_estimator_eta_cov(est)[i], 1.0 / info, 1e-12 / info);
+    }
+    CU_ASSERT_EQUAL_FATAL(popk_estimator_ofv(est, POPK_METHOD_FO, p.theta0, p.omega0, p.sigma0, &ofv, &err), POPK_OK);
+    for (int i = 0; i < 10; i++)
+        CU_ASSERT_EQUAL(popk_estimator_eta(est)[i], 0.0);
+    CU_ASSERT_EQUAL_FATAL(popk_estimator_posthoc(est, 0, p.theta0, p.omega0, p.sigma0, &err), POPK_OK);
+    for (int i = 0; i < 10; i++)
+        CU_ASSERT_DOUBLE_EQUAL(popk_estimator_eta(est)[i], eta_focei[i], 1e-9);
+    popk_estimator_free(est);
+}
+
 int main(void)
 {
     if (CU_initialize_registry() != CUE_SUCCESS)
@@ -305,5 +339,6 @@ int main(void)
     CU_add_test(s, "ebe_stationary", test_ebe_stationary);
     CU_add_test(s, "threads_identical", test_threads_identical);
     CU_add_test(s, "errors", test_errors);
+    CU_add_test(s, "posterior", test_posterior);
     return popk_test_run();
 }
