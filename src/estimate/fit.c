@@ -32,8 +32,9 @@ typedef struct {
     int npar, iterations, evaluations, user_stop, gradient_alg;
     double scale;             /* NLopt sees OFV / scale */
     double best;              /* lowest OFV so far, and its EBEs: the warm starts */
-    double *eta_best;
+    double *eta_best, *x_best;
     size_t eta_size;
+    int calls;                /* objective calls from NLopt */
     popk_status fatal;
     popk_error err;
     popk_iter_fn iter;
@@ -64,6 +65,7 @@ static double outer_ofv(outer_ctx *c, const double *x, int commit)
 static double outer_objective(unsigned n, const double *x, double *grad, void *data)
 {
     outer_ctx *c = data;
+    c->calls++;
     double f = outer_ofv(c, x, 1);
     if (grad) {
         memcpy(c->xt, x, n * sizeof *x);
@@ -87,6 +89,7 @@ static double outer_objective(unsigned n, const double *x, double *grad, void *d
     if (f < c->best) {
         c->best = f;
         memcpy(c->eta_best, popk_estimator_eta(c->est), c->eta_size * sizeof *c->eta_best);
+        memcpy(c->x_best, x, n * sizeof *x);
     } else
         popk_estimator_set_eta(c->est, c->eta_best);
     if (isfinite(f) && (grad || !c->gradient_alg)) {
@@ -245,11 +248,13 @@ popk_estimate_result *popk_estimate(const popk_problem *prob, const popk_estimat
     c.best = r->ofv;
     c.eta_size = (size_t)prob->nsub * (size_t)prob->neta;
     c.eta_best = malloc((c.eta_size + 1) * sizeof *c.eta_best);
-    if (!c.eta_best) {
+    c.x_best = malloc(((size_t)n + 1) * sizeof *c.x_best);
+    if (!c.eta_best || !c.x_best) {
         popk_error_set(err, POPK_ERR_NOMEM, NULL, 0, 0, "out of memory");
         goto fail;
     }
     memcpy(c.eta_best, popk_estimator_eta(est), c.eta_size * sizeof *c.eta_best);
+    memcpy(c.x_best, x, (size_t)n * sizeof *x);
     /* The OFV grows with the number of observations; per observation its gradient is O(1)
      * in x, which keeps the quasi-Newton's first trial step (of the size of the gradient)
      * from leaving the region where the model predicts. */
@@ -259,30 +264,45 @@ popk_estimate_result *popk_estimate(const popk_problem *prob, const popk_estimat
     if (c.scale < 1.0)
         c.scale = 1.0;
     if (!opt->evaluate_only && n > 0) {
-        c.opt = nlopt_create(nlopt_algo(opt->optimizer), (unsigned)n);
-        if (!c.opt) {
-            popk_error_set(err, POPK_ERR_NOMEM, NULL, 0, 0, "cannot create the NLopt optimiser");
-            goto fail;
+        int maxeval = opt->maxeval > 0 ? opt->maxeval : 2000;
+        nlopt_result res = NLOPT_FAILURE;
+        /* A quasi-Newton search can stop early on a finite-difference gradient that fails
+         * to give descent (NLopt's FAILURE / ROUNDOFF_LIMITED), often far from the optimum
+         * after a bad start; a restart from the best point with fresh curvature continues it.
+         * Restarts stop once one gains less than 1e-6 in OFV. */
+        for (int restart = 0; restart < 5; restart++) {
+            double best_before = c.best;
+            c.opt = nlopt_create(nlopt_algo(opt->optimizer), (unsigned)n);
+            if (!c.opt) {
+                popk_error_set(err, POPK_ERR_NOMEM, NULL, 0, 0, "cannot create the optimiser");
+                goto fail;
+            }
+            nlopt_set_min_objective(c.opt, outer_objective, &c);
+            nlopt_set_ftol_rel(c.opt, opt->ftol_rel > 0 ? opt->ftol_rel : 1e-10);
+            nlopt_set_xtol_rel(c.opt, opt->xtol_rel > 0 ? opt->xtol_rel : 1e-7);
+            nlopt_set_maxeval(c.opt, maxeval - c.calls > 1 ? maxeval - c.calls : 1);
+            if (opt->optimizer == POPK_OPT_BOBYQA)
+                nlopt_set_initial_step1(c.opt, 0.1);
+            double fmin = HUGE_VAL;
+            res = nlopt_optimize(c.opt, x, &fmin);
+            nlopt_destroy(c.opt);
+            if (c.fatal != POPK_OK) {
+                if (err)
+                    *err = c.err;
+                goto fail;
+            }
+            memcpy(x, c.x_best, (size_t)n * sizeof *x);
+            popk_estimator_set_eta(est, c.eta_best);
+            if (c.user_stop || c.calls >= maxeval ||
+                (res != NLOPT_FAILURE && res != NLOPT_ROUNDOFF_LIMITED) ||
+                !(c.best < best_before - 1e-6))
+                break;
         }
-        nlopt_set_min_objective(c.opt, outer_objective, &c);
-        nlopt_set_ftol_rel(c.opt, opt->ftol_rel > 0 ? opt->ftol_rel : 1e-10);
-        nlopt_set_xtol_rel(c.opt, opt->xtol_rel > 0 ? opt->xtol_rel : 1e-7);
-        nlopt_set_maxeval(c.opt, opt->maxeval > 0 ? opt->maxeval : 2000);
-        if (opt->optimizer == POPK_OPT_BOBYQA)
-            nlopt_set_initial_step1(c.opt, 0.1);
-        double fmin = HUGE_VAL;
-        nlopt_result res = nlopt_optimize(c.opt, x, &fmin);
-        nlopt_destroy(c.opt);
         r->nlopt_code = (int)res;
-        if (c.fatal != POPK_OK) {
-            if (err)
-                *err = c.err;
-            goto fail;
-        }
-        /* NLopt's ROUNDOFF_LIMITED ends a search whose finite-difference gradient no longer
-         * gives descent, i.e. at the optimum to within the OFV's smoothness */
+        /* ROUNDOFF_LIMITED after the restarts: no finite-difference descent is left, i.e. the
+         * optimum to within the OFV's smoothness */
         if (c.user_stop || res == NLOPT_MAXEVAL_REACHED || res == NLOPT_MAXTIME_REACHED ||
-            (res < 0 && res != NLOPT_ROUNDOFF_LIMITED) || !isfinite(fmin))
+            (res < 0 && res != NLOPT_ROUNDOFF_LIMITED) || !isfinite(c.best))
             r->status = POPK_ERR_NOCONV;
         popk_param_map_unpack(map, x, r->theta, r->omega, r->sigma);
         if (popk_estimator_pass(est, opt->method, r->theta, r->omega, r->sigma, 1, &r->ofv,
@@ -310,12 +330,14 @@ popk_estimate_result *popk_estimate(const popk_problem *prob, const popk_estimat
     free(x);
     free(xt);
     free(c.eta_best);
+    free(c.x_best);
     popk_estimator_free(est);
     return r;
 fail:
     free(x);
     free(xt);
     free(c.eta_best);
+    free(c.x_best);
     popk_estimate_result_free(r);
     popk_estimator_free(est);
     return NULL;
