@@ -154,7 +154,7 @@ typedef struct {
     void *iter_user;
 } popk_estimate_options;
 
-/* Default options: FOCE-I, the benchmarked default optimizer, sandwich covariance. */
+/* Default options: FOCE-I, LD_SLSQP (chosen by benchmark, see fit.c), sandwich covariance. */
 void popk_estimate_options_default(popk_estimate_options *opt);
 
 typedef struct {
