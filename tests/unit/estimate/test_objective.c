@@ -327,6 +327,58 @@ static void test_posterior(void)
     popk_estimator_free(est);
 }
 
+
+/* With additive error V does not depend on eta, so FOCE and FOCE-I are the same objective
+ * (MATH.md): the Woodbury form of the linearised marginal must equal l + log det M. */
+static void test_foce_equals_focei_additive(void)
+{
+    popk_problem p;
+    theo_problem(&p);
+    popk_error err;
+    popk_estimator *est = popk_estimator_create(&p, 1, &err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(est);
+    double foce, focei;
+    CU_ASSERT_EQUAL(popk_estimator_ofv(est, POPK_METHOD_FOCE, theo_theta0, theo_omega0, theo_sigma0, &foce, &err), POPK_OK);
+    CU_ASSERT_EQUAL(popk_estimator_ofv(est, POPK_METHOD_FOCEI, theo_theta0, theo_omega0, theo_sigma0, &focei, &err), POPK_OK);
+    CU_ASSERT_DOUBLE_EQUAL(foce, focei, 1e-9 * fabs(focei));
+    popk_estimator_free(est);
+}
+
+/* A callback that cannot predict far from eta = 0 (returns > 0): a warm start out there is
+ * abandoned for 0 and the EBEs are the same as from a cold start. */
+static int limited_pred(int i, int thread, const double *theta, const double *sigma,
+                        const double *eta, double *f, double *V, double *G, double *dV,
+                        void *user, popk_error *err)
+{
+    if (fabs(eta[0]) > 1.0)
+        return 1;
+    return wang_pred(i, thread, theta, sigma, eta, f, V, G, dV, user, err);
+}
+
+static void test_recoverable_callback(void)
+{
+    popk_problem p;
+    wang_user u;
+    wang_problem(&p, &u, 1);
+    popk_error err;
+    popk_estimator *cold = popk_estimator_create(&p, 1, &err);
+    p.pred = limited_pred;
+    popk_estimator *est = popk_estimator_create(&p, 1, &err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(cold);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(est);
+    double far[10], ofv_cold, ofv;
+    for (int i = 0; i < 10; i++)
+        far[i] = i % 2 ? 3.0 : -2.0;
+    popk_estimator_set_eta(est, far);
+    CU_ASSERT_EQUAL(popk_estimator_ofv(cold, POPK_METHOD_FOCEI, p.theta0, p.omega0, p.sigma0, &ofv_cold, &err), POPK_OK);
+    CU_ASSERT_EQUAL(popk_estimator_ofv(est, POPK_METHOD_FOCEI, p.theta0, p.omega0, p.sigma0, &ofv, &err), POPK_OK);
+    CU_ASSERT_DOUBLE_EQUAL(ofv, ofv_cold, 1e-10);
+    for (int i = 0; i < 10; i++)
+        CU_ASSERT_DOUBLE_EQUAL(popk_estimator_eta(est)[i], popk_estimator_eta(cold)[i], 1e-9);
+    popk_estimator_free(est);
+    popk_estimator_free(cold);
+}
+
 int main(void)
 {
     if (CU_initialize_registry() != CUE_SUCCESS)
@@ -340,5 +392,7 @@ int main(void)
     CU_add_test(s, "threads_identical", test_threads_identical);
     CU_add_test(s, "errors", test_errors);
     CU_add_test(s, "posterior", test_posterior);
+    CU_add_test(s, "foce_equals_focei_additive", test_foce_equals_focei_additive);
+    CU_add_test(s, "recoverable_callback", test_recoverable_callback);
     return popk_test_run();
 }
