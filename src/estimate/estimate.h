@@ -154,6 +154,15 @@ typedef struct {
     void *iter_user;
 } popk_estimate_options;
 
+/* Names as on the command line ("fo", "foce", "focei", "laplace"; "lbfgs", "slsqp",
+ * "bobyqa"; "sandwich", "r", "s", "none") and back; parse returns 0, or -1 if unknown. */
+const char *popk_method_name(popk_method method);
+int popk_method_parse(const char *name, popk_method *method);
+const char *popk_optimizer_name(popk_optimizer optimizer);
+int popk_optimizer_parse(const char *name, popk_optimizer *optimizer);
+const char *popk_cov_kind_name(popk_cov_kind kind);
+int popk_cov_kind_parse(const char *name, popk_cov_kind *kind);
+
 /* Default options: FOCE-I, LD_SLSQP (chosen by benchmark, see fit.c), sandwich covariance. */
 void popk_estimate_options_default(popk_estimate_options *opt);
 

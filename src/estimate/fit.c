@@ -28,6 +28,57 @@ void popk_estimate_options_default(popk_estimate_options *opt)
     opt->covariance = POPK_COV_SANDWICH;
 }
 
+static const char *const method_names[] = {"fo", "foce", "focei", "laplace"};
+static const char *const optimizer_names[] = {"lbfgs", "slsqp", "bobyqa"};
+static const char *const cov_names[] = {"none", "sandwich", "r", "s"};
+
+static int lookup(const char *const *names, int n, const char *name)
+{
+    for (int k = 0; name && k < n; k++)
+        if (strcmp(names[k], name) == 0)
+            return k;
+    return -1;
+}
+
+const char *popk_method_name(popk_method method)
+{
+    return method >= 0 && method < 4 ? method_names[method] : "unknown";
+}
+
+int popk_method_parse(const char *name, popk_method *method)
+{
+    int k = lookup(method_names, 4, name);
+    if (k >= 0)
+        *method = (popk_method)k;
+    return k >= 0 ? 0 : -1;
+}
+
+const char *popk_optimizer_name(popk_optimizer optimizer)
+{
+    return optimizer >= 0 && optimizer < 3 ? optimizer_names[optimizer] : "unknown";
+}
+
+int popk_optimizer_parse(const char *name, popk_optimizer *optimizer)
+{
+    int k = lookup(optimizer_names, 3, name);
+    if (k >= 0)
+        *optimizer = (popk_optimizer)k;
+    return k >= 0 ? 0 : -1;
+}
+
+const char *popk_cov_kind_name(popk_cov_kind kind)
+{
+    return kind >= 0 && kind < 4 ? cov_names[kind] : "unknown";
+}
+
+int popk_cov_kind_parse(const char *name, popk_cov_kind *kind)
+{
+    int k = lookup(cov_names, 4, name);
+    if (k >= 0)
+        *kind = (popk_cov_kind)k;
+    return k >= 0 ? 0 : -1;
+}
+
 typedef struct {
     popk_estimator *est;
     const popk_param_map *map;

@@ -153,6 +153,27 @@ static void test_bad_values(void)
     popk_param_map_free(NULL);
 }
 
+/* Option names round-trip; unknown names are refused. */
+static void test_names(void)
+{
+    popk_method m;
+    popk_optimizer o;
+    popk_cov_kind c;
+    for (int k = 0; k < 4; k++) {
+        CU_ASSERT_EQUAL(popk_method_parse(popk_method_name((popk_method)k), &m), 0);
+        CU_ASSERT_EQUAL(m, k);
+        CU_ASSERT_EQUAL(popk_cov_kind_parse(popk_cov_kind_name((popk_cov_kind)k), &c), 0);
+        CU_ASSERT_EQUAL(c, k);
+    }
+    for (int k = 0; k < 3; k++) {
+        CU_ASSERT_EQUAL(popk_optimizer_parse(popk_optimizer_name((popk_optimizer)k), &o), 0);
+        CU_ASSERT_EQUAL(o, k);
+    }
+    CU_ASSERT_STRING_EQUAL(popk_method_name(POPK_METHOD_FOCEI), "focei");
+    CU_ASSERT_EQUAL(popk_method_parse("FOCEI", &m), -1);
+    CU_ASSERT_EQUAL(popk_optimizer_parse(NULL, &o), -1);
+}
+
 int main(void)
 {
     if (CU_initialize_registry() != CUE_SUCCESS)
@@ -162,5 +183,6 @@ int main(void)
     CU_add_test(s, "round_trip", test_round_trip);
     CU_add_test(s, "jacobian", test_jacobian);
     CU_add_test(s, "bad_values", test_bad_values);
+    CU_add_test(s, "names", test_names);
     return popk_test_run();
 }
