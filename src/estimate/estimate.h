@@ -174,12 +174,16 @@ typedef struct {
     int nsub, ntheta, neta, nsigma, npar;
     double *theta, *omega, *sigma; /* final full parameters */
     double *p;                /* npar natural estimated parameters */
-    double *ofv_terms;        /* nsub */
-    double *eta, *eta_cov;    /* nsub*neta, nsub*neta*neta */
+    double *ofv_terms;        /* nsub: OFV_i of the method (they sum to ofv) */
+    double *eta, *eta_cov;    /* nsub*neta, nsub*neta*neta: EBEs and their posterior
+                                 covariances (FO: the posthoc FOCE-I ones, as NONMEM's
+                                 POSTHOC) */
     double *eta_shrinkage;    /* neta: 1 - SD(eta_hat_k)/sqrt(omega_kk), SD about the mean
-                                 with n-1 */
+                                 with n-1 (reproduces NONMEM's ETASHRINKSD on ACOP) */
     double eps_shrinkage;     /* 1 - SD(IWRES), IWRES = (y - f(eta_hat))/sqrt(V(eta_hat)) */
     /* covariance step */
+    /* Covariances in p, with sigmas on the SD scale (NONMEM reports SIGMA variances).
+     * cov: sandwich R^-1 S R^-1 (NONMEM's default), R-only 2 R^-1, S-only 4 S^-1. */
     popk_status cov_status;   /* POPK_OK, not attempted (POPK_ERR_ARG), or failed */
     char cov_message[256];
     double *cov;              /* npar*npar covariance of p (NULL unless cov_status == OK) */

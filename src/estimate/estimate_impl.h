@@ -13,7 +13,6 @@ popk_status popk_estimator_pass(popk_estimator *est, popk_method method, const d
                                 double *ofv, popk_error *err);
 const double *popk_estimator_trial_terms(const popk_estimator *est);
 const popk_problem *popk_estimator_problem(const popk_estimator *est);
-int popk_estimator_nthreads(const popk_estimator *est);
 /* Non-zero if the last pass failed through a callback's fatal error (not a soft failure of
  * an inner problem, which the outer search treats as an infinite OFV). */
 int popk_estimator_last_fatal(const popk_estimator *est);

@@ -157,7 +157,6 @@ popk_estimator *popk_estimator_create(const popk_problem *prob, int nthreads, po
 const popk_param_map *popk_estimator_map(const popk_estimator *est) { return est->map; }
 const popk_problem *popk_estimator_problem(const popk_estimator *est) { return est->prob; }
 int popk_estimator_last_fatal(const popk_estimator *est) { return est->last_fatal; }
-int popk_estimator_nthreads(const popk_estimator *est) { return est->nthreads; }
 const double *popk_estimator_ofv_terms(const popk_estimator *est) { return est->terms; }
 const double *popk_estimator_trial_terms(const popk_estimator *est) { return est->terms_new; }
 const double *popk_estimator_eta(const popk_estimator *est) { return est->eta; }

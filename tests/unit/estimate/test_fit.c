@@ -243,7 +243,20 @@ static void test_callback_and_evaluate(void)
     CU_ASSERT_EQUAL(r->status, POPK_ERR_NOCONV);
     CU_ASSERT(isfinite(r->ofv));
     popk_estimate_result_free(r);
+    /* an evaluation limit: status NOCONV, best estimates so far */
     opt.iter = NULL;
+    opt.maxeval = 3;
+    r = popk_estimate(&p, &opt, &err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(r);
+    CU_ASSERT_EQUAL(r->status, POPK_ERR_NOCONV);
+    CU_ASSERT(r->iterations >= 1 && r->iterations <= 3);
+    double ofv_start;
+    popk_estimator *e0 = popk_estimator_create(&p, 1, &err);
+    popk_estimator_ofv(e0, POPK_METHOD_FOCEI, theo_theta0, theo_omega0, theo_sigma0, &ofv_start, &err);
+    popk_estimator_free(e0);
+    CU_ASSERT(r->ofv < ofv_start);
+    popk_estimate_result_free(r);
+    opt.maxeval = 0;
     opt.evaluate_only = 1;
     r = popk_estimate(&p, &opt, &err);
     CU_ASSERT_PTR_NOT_NULL_FATAL(r);
