@@ -294,8 +294,14 @@ popk_estimate_result *popk_estimate(const popk_problem *prob, const popk_estimat
                     .gradient_alg = opt->optimizer != POPK_OPT_BOBYQA, .iter = opt->iter,
                     .iter_user = opt->iter_user};
     popk_error_clear(&c.err);
-    /* the initial values must give a finite OFV: report why not */
-    popk_param_map_unpack(map, x, r->theta, r->omega, r->sigma);
+    /* the initial values exactly (not through x and back) must give a finite OFV: report
+     * why not */
+    if (prob->ntheta)
+        memcpy(r->theta, prob->theta0, (size_t)prob->ntheta * sizeof *r->theta);
+    if (prob->neta)
+        memcpy(r->omega, prob->omega0, (size_t)(prob->neta * prob->neta) * sizeof *r->omega);
+    if (prob->nsigma)
+        memcpy(r->sigma, prob->sigma0, (size_t)prob->nsigma * sizeof *r->sigma);
     if (popk_estimator_pass(est, opt->method, r->theta, r->omega, r->sigma, 1, &r->ofv, err) !=
         POPK_OK)
         goto fail;
