@@ -13,9 +13,9 @@ static int setup(void)
     snprintf(path, sizeof path, "%s", popk_test_src("datasets/theo_sd.csv"));
     if (test_data_read(path, 0, &theo) != 0)
         return 1;
-    snprintf(path, sizeof path, "%s", popk_test_src("../shared/refdata/acop/Bolus_1CPT.csv"));
+    snprintf(path, sizeof path, "%s", popk_test_src("tests/reference/data/acop/Bolus_1CPT.csv"));
     have_acop = test_data_read(path, 1, &bolus) == 0;
-    snprintf(path, sizeof path, "%s", popk_test_src("../shared/refdata/acop/Oral_1CPT.csv"));
+    snprintf(path, sizeof path, "%s", popk_test_src("tests/reference/data/acop/Oral_1CPT.csv"));
     have_acop = have_acop && test_data_read(path, 1, &oral) == 0;
     if (!have_acop)
         printf("\n  SKIP ACOP tests: %s not found\n", path);

@@ -74,7 +74,7 @@ static void test_wang_subjects(void)
 {
     char path[4096];
     snprintf(path, sizeof path, "%s",
-             popk_test_src("../shared/refdata/wang2007_nonmem_prop_focei.tsv"));
+             popk_test_src("tests/reference/data/wang2007_nonmem_prop_focei.tsv"));
     FILE *fp = fopen(path, "r");
     if (!fp) {
         printf("\n  SKIP: %s not found\n", path);
