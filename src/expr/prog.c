@@ -507,6 +507,9 @@ static inline double pow_slope(double x, double b, double v)
 
 #if defined(__GNUC__)
 #define EXPR_THREADED 1
+/* Labels as values are a GNU extension that GCC and Clang share; silence -Wpedantic. */
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wpedantic"
 #else
 #define EXPR_THREADED 0
 #endif
@@ -543,6 +546,9 @@ static inline double pow_slope(double x, double b, double v)
 #define RUN_ND nd_arg
 #define RUN_GENERIC
 #include "expr/prog_eval.inc"
+#if EXPR_THREADED
+#pragma GCC diagnostic pop
+#endif
 
 void popk_prog_eval(const popk_prog *p, double *slots, double *stack)
 {

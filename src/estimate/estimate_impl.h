@@ -1,0 +1,20 @@
+/* estimate/estimate_impl.h — estimator internals shared by the objective, outer and
+ * covariance files. */
+#ifndef POPK_ESTIMATE_IMPL_H
+#define POPK_ESTIMATE_IMPL_H
+
+#include "estimate/estimate.h"
+
+/* One population pass. commit != 0: as popk_estimator_ofv (stored EBEs replaced). commit ==
+ * 0: EBEs start from the stored ones, which are kept; the OFV_i terms go to
+ * popk_estimator_trial_terms. */
+popk_status popk_estimator_pass(popk_estimator *est, popk_method method, const double *theta,
+                                const double *omega, const double *sigma, int commit,
+                                double *ofv, popk_error *err);
+const double *popk_estimator_trial_terms(const popk_estimator *est);
+const popk_problem *popk_estimator_problem(const popk_estimator *est);
+/* Non-zero if the last pass failed through a callback's fatal error (not a soft failure of
+ * an inner problem, which the outer search treats as an infinite OFV). */
+int popk_estimator_last_fatal(const popk_estimator *est);
+
+#endif

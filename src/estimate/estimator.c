@@ -1,0 +1,585 @@
+/* estimate/estimator.c — per-individual EBEs (inner problem) and the FO, FOCE, FOCE-I and
+ * Laplace objectives of MATH.md, summed over individuals in parallel. */
+#include "estimate/estimate_impl.h"
+#include "estimate/linalg.h"
+#include "util/error.h"
+
+#include <math.h>
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Inner convergence: Newton decrement g' H^-1 g (H the Gauss-Newton Hessian of l) below
+ * this. It bounds l(eta) - l(eta_hat) by about half of it, and the EBE error by its square
+ * root in units of the posterior SD: 1e-9 SD keeps the outer OFV smooth enough for finite
+ * differences with steps of 1e-4. */
+#define INNER_DECREMENT_TOL 1e-18
+#define INNER_MAXIT 100
+/* Gauss-Newton converges linearly when residuals are large; after this many iterations the
+ * exact Hessian (central differences of the exact gradient, 2 neta extra predictions) takes
+ * over if positive definite. Measured on theo_sd and ACOP: switching after 4 or 6 iterations
+ * costs 15-25% more predictions than Gauss-Newton alone, so it is only a late fallback. */
+#define INNER_EXACT_AFTER 20
+#define INNER_HALVINGS 40
+/* Longest Newton step, in prior SDs of each eta: far from the mode (bad initial values) the
+ * joint term can be doubly exponential in eta and the Gauss-Newton step absurdly long. */
+#define INNER_MAX_STEP 3.0
+/* Step of the central differences of the exact gradient (Laplace Hessian). */
+#define HESSIAN_STEP 1e-4
+
+typedef struct {
+    double *f, *V, *G, *dV;         /* at the current eta */
+    double *f1, *V1, *G1, *dV1;     /* at a trial eta, or scratch */
+    double *V0;                     /* V at eta = 0 (FO, FOCE) */
+    double *grad, *grad1, *M, *M1, *L, *step, *eta1, *H, *col;
+    popk_error err;
+} workspace;
+
+struct popk_estimator {
+    const popk_problem *prob;
+    popk_param_map *map;
+    int nthreads, maxobs, q;
+    workspace *ws;
+    double *eta, *eta_new, *terms, *terms_new, *eta_cov, *eta_cov_new;
+    double *Oi;                     /* Omega^-1 of the current pass */
+    double *eta_sd;                 /* sqrt(Omega_kk) of the current pass */
+    double logdet_omega;
+    int *status;
+    int last_fatal;                 /* the last pass failed through a callback error */
+    popk_error *sub_err;            /* per subject, so the reported error does not depend on
+                                       the thread schedule */
+};
+
+/* What one individual's evaluation needs. */
+typedef struct {
+    const popk_estimator *est;
+    int i, thread, nobs;
+    const double *y, *theta, *sigma;
+    int fixed_var;                  /* FO/FOCE: V := V0, dV := 0 */
+    workspace *w;
+    int vet_warm_start;             /* compare l at the warm start with l at 0 */
+} indiv;
+
+static void *xcalloc(size_t n, size_t size, int *fail)
+{
+    void *p = calloc(n ? n : 1, size);
+    if (!p)
+        *fail = 1;
+    return p;
+}
+
+void popk_estimator_free(popk_estimator *est)
+{
+    if (!est)
+        return;
+    if (est->ws)
+        for (int t = 0; t < est->nthreads; t++) {
+            workspace *w = &est->ws[t];
+            double *bufs[] = {w->f,  w->V,     w->G,  w->dV, w->f1, w->V1,   w->G1,
+                              w->dV1, w->V0,   w->grad, w->grad1, w->M, w->M1, w->L,
+                              w->step, w->eta1, w->H, w->col};
+            for (size_t k = 0; k < sizeof bufs / sizeof *bufs; k++)
+                free(bufs[k]);
+        }
+    free(est->ws);
+    free(est->eta);
+    free(est->eta_new);
+    free(est->terms);
+    free(est->terms_new);
+    free(est->eta_cov);
+    free(est->eta_cov_new);
+    free(est->Oi);
+    free(est->eta_sd);
+    free(est->status);
+    free(est->sub_err);
+    popk_param_map_free(est->map);
+    free(est);
+}
+
+popk_estimator *popk_estimator_create(const popk_problem *prob, int nthreads, popk_error *err)
+{
+    popk_param_map *map = popk_param_map_create(prob, err);
+    if (!map)
+        return NULL;
+    popk_estimator *est = calloc(1, sizeof *est);
+    if (!est) {
+        popk_param_map_free(map);
+        popk_error_set(err, POPK_ERR_NOMEM, NULL, 0, 0, "out of memory");
+        return NULL;
+    }
+    est->prob = prob;
+    est->map = map;
+    est->nthreads = nthreads > 0 ? nthreads : omp_get_max_threads();
+    est->q = prob->neta;
+    for (int i = 0; i < prob->nsub; i++)
+        if (prob->nobs[i] > est->maxobs)
+            est->maxobs = prob->nobs[i];
+    size_t n = (size_t)est->maxobs, q = (size_t)est->q, ns = (size_t)prob->nsub;
+    int fail = 0;
+    est->ws = xcalloc((size_t)est->nthreads, sizeof *est->ws, &fail);
+    if (est->ws)
+        for (int t = 0; t < est->nthreads; t++) {
+            workspace *w = &est->ws[t];
+            w->f = xcalloc(n, sizeof(double), &fail);
+            w->V = xcalloc(n, sizeof(double), &fail);
+            w->G = xcalloc(n * q, sizeof(double), &fail);
+            w->dV = xcalloc(n * q, sizeof(double), &fail);
+            w->f1 = xcalloc(n, sizeof(double), &fail);
+            w->V1 = xcalloc(n, sizeof(double), &fail);
+            w->G1 = xcalloc(n * q, sizeof(double), &fail);
+            w->dV1 = xcalloc(n * q, sizeof(double), &fail);
+            w->V0 = xcalloc(n, sizeof(double), &fail);
+            w->grad = xcalloc(q, sizeof(double), &fail);
+            w->grad1 = xcalloc(q, sizeof(double), &fail);
+            w->M = xcalloc(q * q, sizeof(double), &fail);
+            w->M1 = xcalloc(q * q, sizeof(double), &fail);
+            w->L = xcalloc(q * q, sizeof(double), &fail);
+            w->step = xcalloc(q, sizeof(double), &fail);
+            w->eta1 = xcalloc(q, sizeof(double), &fail);
+            w->H = xcalloc(q * q, sizeof(double), &fail);
+            w->col = xcalloc(q, sizeof(double), &fail);
+        }
+    est->eta = xcalloc(ns * q, sizeof(double), &fail);
+    est->eta_new = xcalloc(ns * q, sizeof(double), &fail);
+    est->terms = xcalloc(ns, sizeof(double), &fail);
+    est->terms_new = xcalloc(ns, sizeof(double), &fail);
+    est->eta_cov = xcalloc(ns * q * q, sizeof(double), &fail);
+    est->eta_cov_new = xcalloc(ns * q * q, sizeof(double), &fail);
+    est->Oi = xcalloc(q * q, sizeof(double), &fail);
+    est->eta_sd = xcalloc(q, sizeof(double), &fail);
+    est->status = xcalloc(ns, sizeof(int), &fail);
+    est->sub_err = xcalloc(ns, sizeof(popk_error), &fail);
+    if (fail || !est->ws) {
+        popk_estimator_free(est);
+        popk_error_set(err, POPK_ERR_NOMEM, NULL, 0, 0, "out of memory");
+        return NULL;
+    }
+    return est;
+}
+
+const popk_param_map *popk_estimator_map(const popk_estimator *est) { return est->map; }
+const popk_problem *popk_estimator_problem(const popk_estimator *est) { return est->prob; }
+int popk_estimator_last_fatal(const popk_estimator *est) { return est->last_fatal; }
+const double *popk_estimator_ofv_terms(const popk_estimator *est) { return est->terms; }
+const double *popk_estimator_trial_terms(const popk_estimator *est) { return est->terms_new; }
+const double *popk_estimator_eta(const popk_estimator *est) { return est->eta; }
+const double *popk_estimator_eta_cov(const popk_estimator *est) { return est->eta_cov; }
+
+void popk_estimator_set_eta(popk_estimator *est, const double *eta)
+{
+    size_t n = (size_t)est->prob->nsub * (size_t)est->q;
+    for (size_t k = 0; k < n; k++)
+        est->eta[k] = eta ? eta[k] : 0.0;
+}
+
+/* Prepare Omega^-1 and log det Omega for a pass. */
+static popk_status set_omega(popk_estimator *est, const double *omega, popk_error *err)
+{
+    int q = est->q;
+    workspace *w = &est->ws[0];
+    if (q == 0) {
+        est->logdet_omega = 0.0;
+        return POPK_OK;
+    }
+    memcpy(w->L, omega, (size_t)(q * q) * sizeof *w->L);
+    if (popk_chol(q, w->L) != 0)
+        return popk_error_set(err, POPK_ERR_NUMERIC, NULL, 0, 0,
+                              "OMEGA is not positive definite");
+    est->logdet_omega = popk_chol_logdet(q, w->L);
+    for (int k = 0; k < q; k++)
+        est->eta_sd[k] = sqrt(omega[k * q + k]);
+    popk_chol_inverse(q, w->L, est->Oi, w->col);
+    return POPK_OK;
+}
+
+/* Predict at eta into (f, V, G, dV) and form l, its gradient and the FOCE-I matrix
+ * M = Omega^-1 + sum_j [g g'/V + 1/2 dV dV'/V^2] (half the Gauss-Newton Hessian of l).
+ * Returns the callback's status, or 1 for a non-finite prediction. */
+static int evaluate(const indiv *c, const double *eta, double *f, double *V, double *G,
+                    double *dV, double *l, double *grad, double *M)
+{
+    const popk_estimator *est = c->est;
+    int q = est->q, n = c->nobs;
+    int st = est->prob->pred(c->i, c->thread, c->theta, c->sigma, eta, f, V, q ? G : NULL,
+                             q ? dV : NULL, est->prob->user, &c->w->err);
+    if (st != 0)
+        return st < 0 ? st : 1; /* 2 is ours: Hessian not positive definite */
+    for (int j = 0; j < n; j++)
+        if (!isfinite(f[j]) || !(V[j] > 0.0) || !isfinite(V[j]))
+            return 1;
+    if (c->fixed_var) {
+        memcpy(V, c->w->V0, (size_t)n * sizeof *V);
+        memset(dV, 0, (size_t)(n * q) * sizeof *dV);
+    }
+    double s = est->logdet_omega;
+    for (int a = 0; a < q; a++) {
+        double oe = 0.0;
+        for (int b = 0; b < q; b++)
+            oe += est->Oi[a * q + b] * eta[b];
+        s += eta[a] * oe;
+        grad[a] = 2.0 * oe;
+        for (int b = 0; b < q; b++)
+            M[a * q + b] = est->Oi[a * q + b];
+    }
+    for (int j = 0; j < n; j++) {
+        double r = c->y[j] - f[j], v = V[j];
+        s += r * r / v + log(v);
+        const double *g = G + (size_t)j * q, *dv = dV + (size_t)j * q;
+        double wr = -2.0 * r / v, wv = 1.0 / v - r * r / (v * v);
+        for (int a = 0; a < q; a++) {
+            grad[a] += wr * g[a] + wv * dv[a];
+            for (int b = 0; b <= a; b++)
+                M[a * q + b] += g[a] * g[b] / v + 0.5 * dv[a] * dv[b] / (v * v);
+        }
+    }
+    for (int a = 0; a < q; a++)
+        for (int b = a + 1; b < q; b++)
+            M[a * q + b] = M[b * q + a];
+    *l = s;
+    return isfinite(s) ? 0 : 1;
+}
+
+/* Exact Hessian of the current inner objective at eta by central differences of the exact
+ * gradient (uses the trial buffers). */
+static int exact_hessian(const indiv *c, const double *eta, double *H)
+{
+    workspace *w = c->w;
+    int q = c->est->q;
+    double l;
+    for (int k = 0; k < q; k++) {
+        memcpy(w->eta1, eta, (size_t)q * sizeof *eta);
+        w->eta1[k] = eta[k] + HESSIAN_STEP;
+        int st = evaluate(c, w->eta1, w->f1, w->V1, w->G1, w->dV1, &l, w->grad1, w->M1);
+        if (st)
+            return st;
+        for (int a = 0; a < q; a++)
+            H[a * q + k] = w->grad1[a];
+        w->eta1[k] = eta[k] - HESSIAN_STEP;
+        st = evaluate(c, w->eta1, w->f1, w->V1, w->G1, w->dV1, &l, w->grad1, w->M1);
+        if (st)
+            return st;
+        for (int a = 0; a < q; a++)
+            H[a * q + k] = (H[a * q + k] - w->grad1[a]) / (2.0 * HESSIAN_STEP);
+    }
+    for (int a = 0; a < q; a++)
+        for (int b = 0; b < a; b++)
+            H[a * q + b] = H[b * q + a] = 0.5 * (H[a * q + b] + H[b * q + a]);
+    return 0;
+}
+
+static void swap_ptr(double **a, double **b)
+{
+    double *t = *a;
+    *a = *b;
+    *b = t;
+}
+
+static void swap_current_trial(workspace *w)
+{
+    swap_ptr(&w->f, &w->f1);
+    swap_ptr(&w->V, &w->V1);
+    swap_ptr(&w->G, &w->G1);
+    swap_ptr(&w->dV, &w->dV1);
+    swap_ptr(&w->grad, &w->grad1);
+    swap_ptr(&w->M, &w->M1);
+}
+
+/* Newton iterations from eta (updated in place; evaluated: the current buffers already hold
+ * its evaluation and *l its l). On return 0 the current buffers of the
+ * workspace hold f, V, G, dV, the gradient and M at eta, and *l is l(eta). */
+static int newton(const indiv *c, double *eta, double *l, int evaluated)
+{
+    workspace *w = c->w;
+    int q = c->est->q;
+    if (!evaluated) {
+        int st = evaluate(c, eta, w->f, w->V, w->G, w->dV, l, w->grad, w->M);
+        if (st)
+            return st;
+    }
+    int st;
+    double decrement = 0.0;
+    for (int it = 0; it < INNER_MAXIT; it++) {
+        memcpy(w->L, w->M, (size_t)(q * q) * sizeof *w->L);
+        if (popk_chol(q, w->L) != 0)
+            return 1;
+        for (int a = 0; a < q; a++)
+            w->step[a] = -0.5 * w->grad[a];
+        popk_chol_solve(q, w->L, w->step);
+        decrement = 0.0;
+        for (int a = 0; a < q; a++)
+            decrement -= w->grad[a] * w->step[a];
+        if (decrement <= INNER_DECREMENT_TOL)
+            return 0;
+        if (it >= INNER_EXACT_AFTER && exact_hessian(c, eta, w->H) == 0) {
+            /* a Newton step with the exact Hessian, when it is positive definite */
+            for (int k = 0; k < q * q; k++)
+                w->L[k] = 0.5 * w->H[k];
+            if (popk_chol(q, w->L) == 0) {
+                for (int a = 0; a < q; a++)
+                    w->step[a] = -0.5 * w->grad[a];
+                popk_chol_solve(q, w->L, w->step);
+            }
+        }
+        double longest = 0.0;
+        for (int a = 0; a < q; a++)
+            if (fabs(w->step[a]) > longest * c->est->eta_sd[a])
+                longest = fabs(w->step[a]) / c->est->eta_sd[a];
+        if (longest > INNER_MAX_STEP)
+            for (int a = 0; a < q; a++)
+                w->step[a] *= INNER_MAX_STEP / longest;
+        double slope = 0.0;
+        for (int a = 0; a < q; a++)
+            slope += w->grad[a] * w->step[a];
+        double t = 1.0, l1 = 0.0;
+        int accepted = 0;
+        for (int h = 0; h < INNER_HALVINGS && !accepted; h++, t *= 0.5) {
+            for (int a = 0; a < q; a++)
+                w->eta1[a] = eta[a] + t * w->step[a];
+            st = evaluate(c, w->eta1, w->f1, w->V1, w->G1, w->dV1, &l1, w->grad1, w->M1);
+            if (st < 0)
+                return st;
+            /* Armijo, with room for rounding in l once the decrease is at that level */
+            if (st == 0 && l1 <= *l + 1e-4 * t * slope + 1e-13 * fabs(*l))
+                accepted = 1;
+        }
+        if (!accepted)
+            return decrement < 1e-10 ? 0 : 1;
+        memcpy(eta, w->eta1, (size_t)q * sizeof *eta);
+        *l = l1;
+        swap_current_trial(w);
+    }
+    if (decrement < 1e-10)
+        return 0;
+    return 1;
+}
+
+/* EBE from the warm start or from 0, whichever has the lower l (a warm start left in
+ * another mode's basin by a distant outer trial point must not trap the subject there), then
+ * from 0 if that fails. */
+static int inner(const indiv *c, double *eta, double *l)
+{
+    int q = c->est->q;
+    workspace *w = c->w;
+    int warm = 0, evaluated = 0;
+    for (int a = 0; a < q && c->vet_warm_start; a++)
+        warm |= eta[a] != 0.0;
+    if (warm) {
+        double l_warm, l_zero;
+        for (int a = 0; a < q; a++)
+            w->eta1[a] = 0.0;
+        int st_warm = evaluate(c, eta, w->f, w->V, w->G, w->dV, &l_warm, w->grad, w->M);
+        int st_zero = evaluate(c, w->eta1, w->f1, w->V1, w->G1, w->dV1, &l_zero, w->grad1, w->M1);
+        if (st_warm < 0 || st_zero < 0)
+            return st_warm < 0 ? st_warm : st_zero;
+        if (st_zero == 0 && (st_warm != 0 || l_zero < l_warm)) {
+            for (int a = 0; a < q; a++)
+                eta[a] = 0.0;
+            swap_current_trial(w);
+            *l = l_zero;
+        } else
+            *l = l_warm;
+        evaluated = st_warm == 0 || st_zero == 0;
+    }
+    int st = newton(c, eta, l, evaluated);
+    if (st <= 0)
+        return st;
+    for (int a = 0; a < q; a++)
+        eta[a] = 0.0;
+    return newton(c, eta, l, 0);
+}
+
+/* OFV_i of FO/FOCE: the linearised marginal at eta (Woodbury, so only q x q matrices):
+ * log det C = sum log V0 + log det Omega + log det M, r'C^-1 r = r'D^-1 r - b'M^-1 b with
+ * D = diag(V0), r = y - f + G eta, b = G'D^-1 r, M = Omega^-1 + G'D^-1 G. */
+static int linearised(const indiv *c, const double *eta, double *ofv, double *cov)
+{
+    workspace *w = c->w;
+    int q = c->est->q, n = c->nobs;
+    memcpy(w->L, w->M, (size_t)(q * q) * sizeof *w->L);
+    if (popk_chol(q, w->L) != 0)
+        return 1;
+    double s = c->est->logdet_omega + popk_chol_logdet(q, w->L);
+    for (int a = 0; a < q; a++)
+        w->step[a] = 0.0;
+    for (int j = 0; j < n; j++) {
+        const double *g = w->G + (size_t)j * q;
+        double r = c->y[j] - w->f[j];
+        for (int a = 0; a < q; a++)
+            r += g[a] * eta[a];
+        s += log(w->V0[j]) + r * r / w->V0[j];
+        for (int a = 0; a < q; a++)
+            w->step[a] += g[a] * r / w->V0[j];
+    }
+    memcpy(w->col, w->step, (size_t)q * sizeof *w->col);
+    popk_chol_solve(q, w->L, w->col);
+    for (int a = 0; a < q; a++)
+        s -= w->step[a] * w->col[a];
+    *ofv = s;
+    popk_chol_inverse(q, w->L, cov, w->col);
+    return isfinite(s) ? 0 : 1;
+}
+
+static int individual(const indiv *c0, popk_method method, double *eta, double *ofv, double *cov)
+{
+    indiv c = *c0;
+    workspace *w = c.w;
+    int q = c.est->q;
+    double l;
+    int st;
+    if (method == POPK_METHOD_FO || method == POPK_METHOD_FOCE) {
+        for (int a = 0; a < q; a++)
+            w->eta1[a] = 0.0;
+        st = evaluate(&c, w->eta1, w->f, w->V0, w->G, w->dV, &l, w->grad, w->M);
+        if (st)
+            return st;
+        c.fixed_var = 1;
+        if (method == POPK_METHOD_FO) {
+            for (int a = 0; a < q; a++)
+                eta[a] = 0.0;
+            st = evaluate(&c, eta, w->f, w->V, w->G, w->dV, &l, w->grad, w->M);
+        } else
+            st = inner(&c, eta, &l);
+        if (st)
+            return st;
+        return linearised(&c, eta, ofv, cov);
+    }
+    st = inner(&c, eta, &l);
+    if (st)
+        return st;
+    if (method == POPK_METHOD_LAPLACE) {
+        st = exact_hessian(&c, eta, w->H);
+        if (st)
+            return st;
+        for (int k = 0; k < q * q; k++)
+            w->M[k] = 0.5 * w->H[k];
+    }
+    memcpy(w->L, w->M, (size_t)(q * q) * sizeof *w->L);
+    if (popk_chol(q, w->L) != 0)
+        return 2; /* Laplace: Hessian at the EBE not positive definite */
+    *ofv = l + popk_chol_logdet(q, w->L);
+    popk_chol_inverse(q, w->L, cov, w->col);
+    return isfinite(*ofv) ? 0 : 1;
+}
+
+popk_status popk_estimator_pass(popk_estimator *est, popk_method method, const double *theta,
+                                const double *omega, const double *sigma, int commit,
+                                double *ofv, popk_error *err)
+{
+    const popk_problem *prob = est->prob;
+    est->last_fatal = 0;
+    popk_status rc = set_omega(est, omega, err);
+    if (rc != POPK_OK)
+        return rc;
+    int q = est->q, nsub = prob->nsub;
+    memcpy(est->eta_new, est->eta, (size_t)nsub * q * sizeof *est->eta);
+#pragma omp parallel for num_threads(est->nthreads) schedule(dynamic)
+    for (int i = 0; i < nsub; i++) {
+        int thread = omp_get_thread_num();
+        workspace *w = &est->ws[thread];
+        /* passes that keep the stored EBEs (finite differences around them) start from
+         * EBEs already vetted against 0 by the pass that stored them */
+        indiv c = {est, i, thread, prob->nobs[i], prob->y[i], theta, sigma, 0, w, commit};
+        popk_error_clear(&w->err);
+        est->status[i] = individual(&c, method, est->eta_new + (size_t)i * q,
+                                    &est->terms_new[i], est->eta_cov_new + (size_t)i * q * q);
+        if (est->status[i] < 0)
+            est->sub_err[i] = w->err;
+    }
+    double sum = 0.0;
+    est->last_fatal = 0;
+    for (int i = 0; i < nsub; i++) {
+        if (est->status[i] < 0) {
+            est->last_fatal = 1;
+            if (err) {
+                *err = est->sub_err[i];
+                if (err->code == POPK_OK)
+                    err->code = POPK_ERR_NUMERIC;
+            }
+            return err ? err->code : POPK_ERR_NUMERIC;
+        }
+        if (est->status[i] == 2)
+            return popk_error_set(err, POPK_ERR_NUMERIC, NULL, 0, 0,
+                                  "subject %d: Hessian of the joint term is not positive "
+                                  "definite at the EBE", i + 1);
+        if (est->status[i] > 0)
+            return popk_error_set(err, POPK_ERR_NUMERIC, NULL, 0, 0,
+                                  "subject %d: the inner problem (EBE) failed: no finite "
+                                  "prediction or no descent", i + 1);
+        sum += est->terms_new[i];
+    }
+    if (commit) {
+        swap_ptr(&est->eta, &est->eta_new);
+        swap_ptr(&est->terms, &est->terms_new);
+        swap_ptr(&est->eta_cov, &est->eta_cov_new);
+    }
+    *ofv = sum;
+    return POPK_OK;
+}
+
+popk_status popk_estimator_ofv(popk_estimator *est, popk_method method, const double *theta,
+                               const double *omega, const double *sigma, double *ofv,
+                               popk_error *err)
+{
+    return popk_estimator_pass(est, method, theta, omega, sigma, 1, ofv, err);
+}
+
+popk_status popk_estimator_posthoc(popk_estimator *est, int laplace, const double *theta,
+                                   const double *omega, const double *sigma, popk_error *err)
+{
+    double ofv;
+    return popk_estimator_pass(est, laplace ? POPK_METHOD_LAPLACE : POPK_METHOD_FOCEI, theta,
+                               omega, sigma, 1, &ofv, err);
+}
+
+static popk_status one_subject(popk_estimator *est, int i, const double *theta,
+                               const double *omega, const double *sigma, indiv *c,
+                               popk_error *err)
+{
+    if (i < 0 || i >= est->prob->nsub)
+        return popk_error_set(err, POPK_ERR_ARG, NULL, 0, 0, "no subject %d", i + 1);
+    popk_status rc = set_omega(est, omega, err);
+    if (rc != POPK_OK)
+        return rc;
+    *c = (indiv){est, i, 0, est->prob->nobs[i], est->prob->y[i], theta, sigma, 0, &est->ws[0], 1};
+    return POPK_OK;
+}
+
+static popk_status callback_status(const indiv *c, int st, popk_error *err)
+{
+    if (st < 0) {
+        if (err)
+            *err = c->w->err;
+        return err && err->code != POPK_OK ? err->code : POPK_ERR_NUMERIC;
+    }
+    return popk_error_set(err, POPK_ERR_NUMERIC, NULL, 0, 0,
+                          "subject %d: no finite prediction at this eta", c->i + 1);
+}
+
+popk_status popk_estimator_joint(popk_estimator *est, int i, const double *theta,
+                                 const double *omega, const double *sigma, const double *eta,
+                                 double *l, double *grad, popk_error *err)
+{
+    indiv c = {0};
+    popk_status rc = one_subject(est, i, theta, omega, sigma, &c, err);
+    if (rc != POPK_OK)
+        return rc;
+    workspace *w = c.w;
+    int st = evaluate(&c, eta, w->f, w->V, w->G, w->dV, l, w->grad, w->M);
+    if (st)
+        return callback_status(&c, st, err);
+    if (grad)
+        memcpy(grad, w->grad, (size_t)est->q * sizeof *grad);
+    return POPK_OK;
+}
+
+popk_status popk_estimator_joint_hessian(popk_estimator *est, int i, const double *theta,
+                                         const double *omega, const double *sigma,
+                                         const double *eta, double *H, popk_error *err)
+{
+    indiv c = {0};
+    popk_status rc = one_subject(est, i, theta, omega, sigma, &c, err);
+    if (rc != POPK_OK)
+        return rc;
+    int st = exact_hessian(&c, eta, H);
+    return st ? callback_status(&c, st, err) : POPK_OK;
+}

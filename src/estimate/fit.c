@@ -1,0 +1,405 @@
+/* estimate/fit.c — the outer search (NLopt over the unconstrained vector) and the fit driver
+ * that collects the outputs of a fit (EBEs, shrinkage, covariance). */
+#include "estimate/estimate_impl.h"
+#include "util/error.h"
+
+#include <math.h>
+#include <nlopt.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Central-difference step in the unconstrained vector. The inner problems are converged to a
+ * Newton decrement of 1e-18, so the OFV is smooth to about 1e-11 (rounding of the sum):
+ * h = 1e-4 gives a gradient error of ~1e-7 from noise and ~1e-9 * F''' from truncation. */
+#define OUTER_FD_STEP 1e-4
+
+void popk_estimate_options_default(popk_estimate_options *opt)
+{
+    memset(opt, 0, sizeof *opt);
+    opt->method = POPK_METHOD_FOCEI;
+    /* Measured with the tests' fits (OFV passes to convergence, FOCE-I; theo_sd, ACOP
+     * Bolus_1CPT, Oral_1CPT; then from +-30% starts: Bolus, Oral):
+     *   LD_SLSQP  365 / 202 / 392, 223 / 407, each at the optimum to 1e-4
+     *   LD_LBFGS  376 / 232 / 466, 243 / 436, same optima
+     *   LN_BOBYQA 412 / 118 / 228, 133 / 322, OFV up to 5e-4 above the optimum
+     * SLSQP (with central-difference gradients) needs the fewest passes among the methods
+     * that converge fully, which the covariance step needs. */
+    opt->optimizer = POPK_OPT_SLSQP;
+    opt->covariance = POPK_COV_SANDWICH;
+}
+
+static const char *const method_names[] = {"fo", "foce", "focei", "laplace"};
+static const char *const optimizer_names[] = {"lbfgs", "slsqp", "bobyqa"};
+static const char *const cov_names[] = {"none", "sandwich", "r", "s"};
+
+static int lookup(const char *const *names, int n, const char *name)
+{
+    for (int k = 0; name && k < n; k++)
+        if (strcmp(names[k], name) == 0)
+            return k;
+    return -1;
+}
+
+const char *popk_method_name(popk_method method)
+{
+    return method >= 0 && method < 4 ? method_names[method] : "unknown";
+}
+
+int popk_method_parse(const char *name, popk_method *method)
+{
+    int k = lookup(method_names, 4, name);
+    if (k >= 0)
+        *method = (popk_method)k;
+    return k >= 0 ? 0 : -1;
+}
+
+const char *popk_optimizer_name(popk_optimizer optimizer)
+{
+    return optimizer >= 0 && optimizer < 3 ? optimizer_names[optimizer] : "unknown";
+}
+
+int popk_optimizer_parse(const char *name, popk_optimizer *optimizer)
+{
+    int k = lookup(optimizer_names, 3, name);
+    if (k >= 0)
+        *optimizer = (popk_optimizer)k;
+    return k >= 0 ? 0 : -1;
+}
+
+const char *popk_cov_kind_name(popk_cov_kind kind)
+{
+    return kind >= 0 && kind < 4 ? cov_names[kind] : "unknown";
+}
+
+int popk_cov_kind_parse(const char *name, popk_cov_kind *kind)
+{
+    int k = lookup(cov_names, 4, name);
+    if (k >= 0)
+        *kind = (popk_cov_kind)k;
+    return k >= 0 ? 0 : -1;
+}
+
+typedef struct {
+    popk_estimator *est;
+    const popk_param_map *map;
+    popk_method method;
+    double *theta, *omega, *sigma, *xt;
+    int npar, iterations, evaluations, user_stop, gradient_alg;
+    double scale;             /* NLopt sees OFV / scale */
+    double best;              /* lowest OFV so far, and its EBEs: the warm starts */
+    double *eta_best, *x_best;
+    size_t eta_size;
+    int calls;                /* objective calls from NLopt */
+    popk_status fatal;
+    popk_error err;
+    popk_iter_fn iter;
+    void *iter_user;
+    nlopt_opt opt;
+} outer_ctx;
+
+/* OFV at x; commit keeps the EBEs as the next warm starts. Soft failures give +inf. */
+static double outer_ofv(outer_ctx *c, const double *x, int commit)
+{
+    double f;
+    popk_param_map_unpack(c->map, x, c->theta, c->omega, c->sigma);
+    c->evaluations++;
+    popk_error e;
+    popk_error_clear(&e);
+    if (popk_estimator_pass(c->est, c->method, c->theta, c->omega, c->sigma, commit, &f, &e) !=
+        POPK_OK) {
+        if (popk_estimator_last_fatal(c->est) && c->fatal == POPK_OK) {
+            c->fatal = e.code;
+            c->err = e;
+            nlopt_force_stop(c->opt);
+        }
+        return HUGE_VAL;
+    }
+    return f;
+}
+
+static double outer_objective(unsigned n, const double *x, double *grad, void *data)
+{
+    outer_ctx *c = data;
+    c->calls++;
+    double f = outer_ofv(c, x, 1);
+    if (grad) {
+        memcpy(c->xt, x, n * sizeof *x);
+        for (unsigned k = 0; k < n; k++) {
+            c->xt[k] = x[k] + OUTER_FD_STEP;
+            double fp = isfinite(f) ? outer_ofv(c, c->xt, 0) : HUGE_VAL;
+            c->xt[k] = x[k] - OUTER_FD_STEP;
+            double fm = isfinite(f) ? outer_ofv(c, c->xt, 0) : HUGE_VAL;
+            c->xt[k] = x[k];
+            if (isfinite(fp) && isfinite(fm))
+                grad[k] = (fp - fm) / (2.0 * OUTER_FD_STEP);
+            else if (isfinite(fp))
+                grad[k] = (fp - f) / OUTER_FD_STEP;
+            else if (isfinite(fm))
+                grad[k] = (f - fm) / OUTER_FD_STEP;
+            else
+                grad[k] = 0.0;
+        }
+    }
+    /* a trial point worse than the best must not move the warm starts away from it */
+    if (f < c->best) {
+        c->best = f;
+        memcpy(c->eta_best, popk_estimator_eta(c->est), c->eta_size * sizeof *c->eta_best);
+        memcpy(c->x_best, x, n * sizeof *x);
+    } else
+        popk_estimator_set_eta(c->est, c->eta_best);
+    if (isfinite(f) && (grad || !c->gradient_alg)) {
+        c->iterations++;
+        if (c->iter) {
+            popk_param_map_unpack(c->map, x, c->theta, c->omega, c->sigma);
+            if (c->iter(c->iterations, f, c->theta, c->omega, c->sigma, c->iter_user)) {
+                c->user_stop = 1;
+                nlopt_force_stop(c->opt);
+            }
+        }
+    }
+    if (grad)
+        for (unsigned k = 0; k < n; k++)
+            grad[k] /= c->scale;
+    return f / c->scale;
+}
+
+void popk_estimate_result_free(popk_estimate_result *res)
+{
+    if (!res)
+        return;
+    double *bufs[] = {res->theta,   res->omega, res->sigma, res->p,   res->ofv_terms,
+                      res->eta,     res->eta_cov, res->eta_shrinkage, res->cov, res->R,
+                      res->S,       res->se,    res->corr,  res->eigenvalues};
+    for (size_t k = 0; k < sizeof bufs / sizeof *bufs; k++)
+        free(bufs[k]);
+    free(res);
+}
+
+static popk_estimate_result *result_new(const popk_problem *prob, int npar)
+{
+    popk_estimate_result *r = calloc(1, sizeof *r);
+    if (!r)
+        return NULL;
+    size_t ns = (size_t)prob->nsub, q = (size_t)prob->neta, n = (size_t)npar;
+    r->nsub = prob->nsub;
+    r->ntheta = prob->ntheta;
+    r->neta = prob->neta;
+    r->nsigma = prob->nsigma;
+    r->npar = npar;
+    r->theta = calloc((size_t)prob->ntheta + 1, sizeof(double));
+    r->omega = calloc(q * q + 1, sizeof(double));
+    r->sigma = calloc((size_t)prob->nsigma + 1, sizeof(double));
+    r->p = calloc(n + 1, sizeof(double));
+    r->ofv_terms = calloc(ns, sizeof(double));
+    r->eta = calloc(ns * q + 1, sizeof(double));
+    r->eta_cov = calloc(ns * q * q + 1, sizeof(double));
+    r->eta_shrinkage = calloc(q + 1, sizeof(double));
+    r->cov_status = POPK_ERR_ARG;
+    if (!r->theta || !r->omega || !r->sigma || !r->p || !r->ofv_terms || !r->eta ||
+        !r->eta_cov || !r->eta_shrinkage) {
+        popk_estimate_result_free(r);
+        return NULL;
+    }
+    return r;
+}
+
+/* Eta shrinkage from the EBEs and epsilon shrinkage from the IWRES at them (MATH.md). */
+static popk_status shrinkage(popk_estimator *est, popk_estimate_result *r, popk_error *err)
+{
+    const popk_problem *prob = popk_estimator_problem(est);
+    int q = r->neta, ns = r->nsub;
+    for (int k = 0; k < q; k++) {
+        double mean = 0.0, ss = 0.0;
+        for (int i = 0; i < ns; i++)
+            mean += r->eta[i * q + k];
+        mean /= ns;
+        for (int i = 0; i < ns; i++)
+            ss += (r->eta[i * q + k] - mean) * (r->eta[i * q + k] - mean);
+        double sd = ns > 1 ? sqrt(ss / (ns - 1)) : 0.0;
+        r->eta_shrinkage[k] = 1.0 - sd / sqrt(r->omega[k * q + k]);
+    }
+    int maxobs = 0;
+    for (int i = 0; i < ns; i++)
+        if (prob->nobs[i] > maxobs)
+            maxobs = prob->nobs[i];
+    double *f = calloc((size_t)maxobs + 1, sizeof *f), *V = calloc((size_t)maxobs + 1, sizeof *V);
+    if (!f || !V) {
+        free(f);
+        free(V);
+        return popk_error_set(err, POPK_ERR_NOMEM, NULL, 0, 0, "out of memory");
+    }
+    double sum = 0.0, sum2 = 0.0;
+    long count = 0;
+    popk_status rc = POPK_OK;
+    for (int i = 0; i < ns && rc == POPK_OK; i++) {
+        int st = prob->pred(i, 0, r->theta, r->sigma, r->eta + (size_t)i * q, f, V, NULL, NULL,
+                            prob->user, err);
+        if (st != 0) {
+            rc = st < 0 && err && err->code != POPK_OK
+                     ? err->code
+                     : popk_error_set(err, POPK_ERR_NUMERIC, NULL, 0, 0,
+                                      "subject %d: no prediction at the EBE", i + 1);
+            break;
+        }
+        for (int j = 0; j < prob->nobs[i]; j++) {
+            double iwres = (prob->y[i][j] - f[j]) / sqrt(V[j]);
+            sum += iwres;
+            sum2 += iwres * iwres;
+            count++;
+        }
+    }
+    free(f);
+    free(V);
+    if (rc == POPK_OK && count > 1) {
+        double mean = sum / count;
+        r->eps_shrinkage = 1.0 - sqrt((sum2 - count * mean * mean) / (count - 1));
+    }
+    return rc;
+}
+
+static nlopt_algorithm nlopt_algo(popk_optimizer o)
+{
+    switch (o) {
+    case POPK_OPT_SLSQP: return NLOPT_LD_SLSQP;
+    case POPK_OPT_BOBYQA: return NLOPT_LN_BOBYQA;
+    case POPK_OPT_LBFGS: break;
+    }
+    return NLOPT_LD_LBFGS;
+}
+
+popk_estimate_result *popk_estimate(const popk_problem *prob, const popk_estimate_options *opt,
+                                    popk_error *err)
+{
+    popk_estimate_options defaults;
+    if (!opt) {
+        popk_estimate_options_default(&defaults);
+        opt = &defaults;
+    }
+    popk_estimator *est = popk_estimator_create(prob, opt->nthreads, err);
+    if (!est)
+        return NULL;
+    const popk_param_map *map = popk_estimator_map(est);
+    int n = popk_param_map_npar(map);
+    popk_estimate_result *r = result_new(prob, n);
+    double *x = calloc((size_t)n + 1, sizeof *x), *xt = calloc((size_t)n + 1, sizeof *xt);
+    outer_ctx c = {0};
+    if (!r || !x || !xt) {
+        popk_error_set(err, POPK_ERR_NOMEM, NULL, 0, 0, "out of memory");
+        goto fail;
+    }
+    if (popk_param_map_pack(map, prob->theta0, prob->omega0, prob->sigma0, x, err) != POPK_OK)
+        goto fail;
+    c = (outer_ctx){.est = est, .map = map, .method = opt->method, .theta = r->theta,
+                    .omega = r->omega, .sigma = r->sigma, .xt = xt, .npar = n,
+                    .gradient_alg = opt->optimizer != POPK_OPT_BOBYQA, .iter = opt->iter,
+                    .iter_user = opt->iter_user};
+    popk_error_clear(&c.err);
+    /* the initial values exactly (not through x and back) must give a finite OFV: report
+     * why not */
+    if (prob->ntheta)
+        memcpy(r->theta, prob->theta0, (size_t)prob->ntheta * sizeof *r->theta);
+    if (prob->neta)
+        memcpy(r->omega, prob->omega0, (size_t)(prob->neta * prob->neta) * sizeof *r->omega);
+    if (prob->nsigma)
+        memcpy(r->sigma, prob->sigma0, (size_t)prob->nsigma * sizeof *r->sigma);
+    if (popk_estimator_pass(est, opt->method, r->theta, r->omega, r->sigma, 1, &r->ofv, err) !=
+        POPK_OK)
+        goto fail;
+    r->status = POPK_OK;
+    c.best = r->ofv;
+    c.eta_size = (size_t)prob->nsub * (size_t)prob->neta;
+    c.eta_best = malloc((c.eta_size + 1) * sizeof *c.eta_best);
+    c.x_best = malloc(((size_t)n + 1) * sizeof *c.x_best);
+    if (!c.eta_best || !c.x_best) {
+        popk_error_set(err, POPK_ERR_NOMEM, NULL, 0, 0, "out of memory");
+        goto fail;
+    }
+    memcpy(c.eta_best, popk_estimator_eta(est), c.eta_size * sizeof *c.eta_best);
+    memcpy(c.x_best, x, (size_t)n * sizeof *x);
+    /* The OFV grows with the number of observations; per observation its gradient is O(1)
+     * in x, which keeps the quasi-Newton's first trial step (of the size of the gradient)
+     * from leaving the region where the model predicts. */
+    c.scale = 0.0;
+    for (int i = 0; i < prob->nsub; i++)
+        c.scale += prob->nobs[i];
+    if (c.scale < 1.0)
+        c.scale = 1.0;
+    if (!opt->evaluate_only && n > 0) {
+        int maxeval = opt->maxeval > 0 ? opt->maxeval : 2000;
+        nlopt_result res = NLOPT_FAILURE;
+        /* A quasi-Newton search can stop early on a finite-difference gradient that fails
+         * to give descent (NLopt's FAILURE / ROUNDOFF_LIMITED), often far from the optimum
+         * after a bad start; a restart from the best point with fresh curvature continues it.
+         * Restarts stop once one gains less than 1e-6 in OFV. */
+        for (int restart = 0; restart < 5; restart++) {
+            double best_before = c.best;
+            c.opt = nlopt_create(nlopt_algo(opt->optimizer), (unsigned)n);
+            if (!c.opt) {
+                popk_error_set(err, POPK_ERR_NOMEM, NULL, 0, 0, "cannot create the optimiser");
+                goto fail;
+            }
+            nlopt_set_min_objective(c.opt, outer_objective, &c);
+            nlopt_set_ftol_rel(c.opt, opt->ftol_rel > 0 ? opt->ftol_rel : 1e-10);
+            nlopt_set_xtol_rel(c.opt, opt->xtol_rel > 0 ? opt->xtol_rel : 1e-7);
+            nlopt_set_maxeval(c.opt, maxeval - c.calls > 1 ? maxeval - c.calls : 1);
+            if (opt->optimizer == POPK_OPT_BOBYQA)
+                nlopt_set_initial_step1(c.opt, 0.1);
+            double fmin = HUGE_VAL;
+            res = nlopt_optimize(c.opt, x, &fmin);
+            nlopt_destroy(c.opt);
+            if (c.fatal != POPK_OK) {
+                if (err)
+                    *err = c.err;
+                goto fail;
+            }
+            memcpy(x, c.x_best, (size_t)n * sizeof *x);
+            popk_estimator_set_eta(est, c.eta_best);
+            if (c.user_stop || c.calls >= maxeval ||
+                (res != NLOPT_FAILURE && res != NLOPT_ROUNDOFF_LIMITED) ||
+                !(c.best < best_before - 1e-6))
+                break;
+        }
+        r->nlopt_code = (int)res;
+        /* ROUNDOFF_LIMITED after the restarts: no finite-difference descent is left, i.e. the
+         * optimum to within the OFV's smoothness */
+        if (c.user_stop || res == NLOPT_MAXEVAL_REACHED || res == NLOPT_MAXTIME_REACHED ||
+            (res < 0 && res != NLOPT_ROUNDOFF_LIMITED) || !isfinite(c.best))
+            r->status = POPK_ERR_NOCONV;
+        popk_param_map_unpack(map, x, r->theta, r->omega, r->sigma);
+        if (popk_estimator_pass(est, opt->method, r->theta, r->omega, r->sigma, 1, &r->ofv,
+                                err) != POPK_OK)
+            goto fail;
+    }
+    r->iterations = c.iterations;
+    r->evaluations = c.evaluations + 1;
+    popk_param_map_get_natural(map, r->theta, r->omega, r->sigma, r->p);
+    memcpy(r->ofv_terms, popk_estimator_ofv_terms(est), (size_t)prob->nsub * sizeof(double));
+    if (opt->covariance != POPK_COV_NONE && n > 0) {
+        popk_error cov_err;
+        popk_error_clear(&cov_err);
+        popk_estimate_covariance(est, opt->method, opt->covariance, r, &cov_err);
+    }
+    /* FO's EBEs are 0: the tables want the conditional modes (NONMEM's POSTHOC) */
+    if (opt->method == POPK_METHOD_FO &&
+        popk_estimator_posthoc(est, 0, r->theta, r->omega, r->sigma, err) != POPK_OK)
+        goto fail;
+    size_t q = (size_t)prob->neta, ns = (size_t)prob->nsub;
+    memcpy(r->eta, popk_estimator_eta(est), ns * q * sizeof(double));
+    memcpy(r->eta_cov, popk_estimator_eta_cov(est), ns * q * q * sizeof(double));
+    if (shrinkage(est, r, err) != POPK_OK)
+        goto fail;
+    free(x);
+    free(xt);
+    free(c.eta_best);
+    free(c.x_best);
+    popk_estimator_free(est);
+    return r;
+fail:
+    free(x);
+    free(xt);
+    free(c.eta_best);
+    free(c.x_best);
+    popk_estimate_result_free(r);
+    popk_estimator_free(est);
+    return NULL;
+}
