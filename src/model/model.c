@@ -1630,9 +1630,8 @@ static popk_status read_sections(ctx *c, const node *root)
                                                       &m->default_dose_cmt)))
             return st;
         m->default_obs_cmt = m->kind == POPK_STRUCT_LINEAR ? (m->lin_depot ? 2 : 1) : 1;
-        for (int o = m->nout - 1; o >= 0; o--)
-            if (m->out[o].cmt > 0)
-                m->default_obs_cmt = m->out[o].cmt; /* the first output naming one wins */
+        if (m->out[0].cmt > 0)
+            m->default_obs_cmt = m->out[0].cmt;
     } else if (c->sec_default_dose) {
         return read_cmt_ref(c, c->sec_default_dose, &m->default_dose_cmt);
     }
