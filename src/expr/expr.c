@@ -29,11 +29,14 @@ struct expr_arena_block {
     max_align_t data[];
 };
 
-static void *arena_alloc(popk_expr *e, size_t n)
+/* align: 1 for strings, alignof the node otherwise (a 1 MiB expression has a million
+ * nodes, so padding matters). */
+static void *arena_alloc(popk_expr *e, size_t n, size_t align)
 {
-    n = (n + sizeof(max_align_t) - 1) / sizeof(max_align_t) * sizeof(max_align_t);
     expr_arena_block *b = e->arena;
-    if (!b || b->size - b->used < n) {
+    if (b)
+        b->used = (b->used + align - 1) / align * align;
+    if (!b || b->used > b->size || b->size - b->used < n) {
         size_t size = n > 16384 ? n : 16384;
         b = malloc(sizeof *b + size);
         if (!b)
@@ -399,7 +402,7 @@ static int advance(parser *ps)
 
 static expr_node *new_node(parser *ps, expr_node_kind kind, size_t pos)
 {
-    expr_node *n = arena_alloc(ps->e, sizeof *n);
+    expr_node *n = arena_alloc(ps->e, sizeof *n, _Alignof(expr_node));
     if (!n) {
         fail(ps, POPK_ERR_NOMEM, pos, "out of memory");
         return NULL;
@@ -412,7 +415,7 @@ static expr_node *new_node(parser *ps, expr_node_kind kind, size_t pos)
 
 static char *arena_strndup(parser *ps, const char *s, size_t len)
 {
-    char *c = arena_alloc(ps->e, len + 1);
+    char *c = arena_alloc(ps->e, len + 1, 1);
     if (!c) {
         fail(ps, POPK_ERR_NOMEM, 0, "out of memory");
         return NULL;
@@ -847,9 +850,9 @@ static void walk_locate(name_walk *w, size_t pos)
  * recursion depth is bounded by the parser's nesting limit, not by the expression length. */
 static int walk_names(name_walk *w, const expr_node *n)
 {
-    const expr_node *spine_local[64];
+    const expr_node *spine_local[16];
     const expr_node **spine = spine_local;
-    size_t nspine = 0, cap = 64;
+    size_t nspine = 0, cap = 16;
     int rc = 0;
     while (n->kind == N_BIN) {
         if (nspine == cap) {

@@ -9,7 +9,10 @@
  * exp log log10 sqrt pow(a,b) abs min(a,b,...) max(a,b,...) logit expit phi (normal CDF),
  * constants pi and e. Derivatives: comparisons and logic have zero derivative; if, min, max
  * and abs are differentiated piecewise (the branch chosen by the values; ties take the
- * first argument; d|x|/dx = 0 at x = 0).
+ * first argument; d|x|/dx = 0 at x = 0). min/max return NaN when an argument is NaN.
+ * a^b: d = b a^(b-1) da + a^b ln(a) db, the ln term dropped in every direction where db
+ * is zero (so a negative base with a constant or undifferentiated exponent is fine).
+ * Full reference: docs/expressions.md.
  *
  * Evaluation frame: every symbol lives in a slot of a flat array owned by the caller.
  * Double evaluation reads and writes slots[k]; dual evaluation reads and writes
@@ -110,8 +113,9 @@ int popk_prog_nslots(const popk_prog *p);
 /* Run the program on doubles. stack has at least popk_prog_stack_size(p) doubles. */
 void popk_prog_eval(const popk_prog *p, double *slots, double *stack);
 
-/* Run the program on strided duals with nd directions (0 <= nd <= POPK_DUAL_MAX).
- * stack has at least popk_prog_stack_size(p) * (1 + nd) doubles. */
+/* Run the program on strided duals with nd directions (0 <= nd <= POPK_DUAL_MAX; outside
+ * that range nothing is evaluated). stack has at least popk_prog_stack_size(p) * (1 + nd)
+ * doubles. Values are bit-identical to popk_prog_eval's. */
 void popk_prog_eval_dual(const popk_prog *p, int nd, double *slots, double *stack);
 
 /* Levenshtein distance-based suggestion: the name in st closest to name, or NULL when

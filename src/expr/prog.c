@@ -10,25 +10,36 @@
 #include "util/dual.h"
 
 /* Suffixes: _S takes its right operand from a slot, _K from the instruction's constant;
- * R-forms take the operands the other way round (slot or constant on the left). */
+ * R-forms take the operands the other way round (slot or constant on the left).
+ * LOAD_EXP pushes exp(slot); MUL_EXP_S multiplies the top by exp(slot) (the ubiquitous
+ * "* exp(eta)"); JN_<cmp>_SK jumps unless (slot <cmp> k): a whole if() condition such as
+ * CYP2C19 == "PM" in one instruction. */
+#define EXPR_OPCODES(X) \
+    X(OP_PUSH_K) X(OP_LOAD) X(OP_STORE) X(OP_ADD) X(OP_SUB) X(OP_MUL) X(OP_DIV) \
+    X(OP_ADD_S) X(OP_SUB_S) X(OP_RSUB_S) X(OP_MUL_S) X(OP_DIV_S) X(OP_RDIV_S) \
+    X(OP_ADD_K) X(OP_RSUB_K) X(OP_MUL_K) X(OP_DIV_K) X(OP_RDIV_K) \
+    X(OP_NEG) X(OP_POW) X(OP_POW_K) X(OP_RPOW_K) X(OP_SQR) \
+    X(OP_EXP) X(OP_LOG) X(OP_LOG10) X(OP_SQRT) X(OP_ABS) X(OP_LOGIT) X(OP_EXPIT) X(OP_PHI) \
+    X(OP_LOAD_EXP) X(OP_MUL_EXP_S) \
+    X(OP_MIN) X(OP_MAX) \
+    X(OP_LT) X(OP_LE) X(OP_GT) X(OP_GE) X(OP_EQ) X(OP_NE) \
+    X(OP_LT_K) X(OP_LE_K) X(OP_GT_K) X(OP_GE_K) X(OP_EQ_K) X(OP_NE_K) \
+    X(OP_NOT) X(OP_BOOL) \
+    X(OP_JUMP) X(OP_JZ) X(OP_JFALSE_KEEP) X(OP_JTRUE_KEEP) \
+    X(OP_JN_LT_SK) X(OP_JN_LE_SK) X(OP_JN_GT_SK) X(OP_JN_GE_SK) X(OP_JN_EQ_SK) X(OP_JN_NE_SK)
+
 typedef enum {
-    OP_PUSH_K, OP_LOAD, OP_STORE,
-    OP_ADD, OP_SUB, OP_MUL, OP_DIV,
-    OP_ADD_S, OP_SUB_S, OP_RSUB_S, OP_MUL_S, OP_DIV_S, OP_RDIV_S,
-    OP_ADD_K, OP_RSUB_K, OP_MUL_K, OP_DIV_K, OP_RDIV_K,
-    OP_NEG, OP_POW, OP_POW_K, OP_RPOW_K, OP_SQR,
-    OP_EXP, OP_LOG, OP_LOG10, OP_SQRT, OP_ABS, OP_LOGIT, OP_EXPIT, OP_PHI,
-    OP_MIN, OP_MAX,
-    OP_LT, OP_LE, OP_GT, OP_GE, OP_EQ, OP_NE,
-    OP_LT_K, OP_LE_K, OP_GT_K, OP_GE_K, OP_EQ_K, OP_NE_K,
-    OP_NOT, OP_BOOL,
-    OP_JUMP, OP_JZ, OP_JFALSE_KEEP, OP_JTRUE_KEEP
+#define EXPR_OP_ENUM(name) name,
+    EXPR_OPCODES(EXPR_OP_ENUM)
+#undef EXPR_OP_ENUM
 } opcode;
 
 typedef struct {
     int32_t op;
-    int32_t arg;        /* slot index or jump target (instruction index) */
+    int32_t arg;        /* slot index */
+    int32_t target;     /* jumps: index of the next instruction when taken */
     double k;           /* constant operand */
+    double k_inv;       /* DIV_K: 1 / k, so the partials need no division */
 } instr;
 
 struct popk_prog {
@@ -91,12 +102,15 @@ static int emit(compiler *c, opcode op, int arg, double k, int stack_delta)
         p->code = code;
         p->cap = cap;
     }
-    p->code[p->ncode++] = (instr){.op = op, .arg = arg, .k = k};
+    p->code[p->ncode++] =
+        (instr){.op = op, .arg = arg, .target = 0, .k = k, .k_inv = op == OP_DIV_K ? 1.0 / k : 0};
     c->depth += stack_delta;
     if (c->depth > p->max_stack)
         p->max_stack = c->depth;
-    if ((op == OP_LOAD || op == OP_STORE || (op >= OP_ADD_S && op <= OP_RDIV_S)) &&
-        arg + 1 > p->nslots)
+    int reads_slot = op == OP_LOAD || op == OP_STORE || (op >= OP_ADD_S && op <= OP_RDIV_S) ||
+                     op == OP_LOAD_EXP || op == OP_MUL_EXP_S ||
+                     (op >= OP_JN_LT_SK && op <= OP_JN_NE_SK);
+    if (reads_slot && arg + 1 > p->nslots)
         p->nslots = arg + 1;
     return 0;
 }
@@ -127,7 +141,9 @@ static const popk_symbol *resolve(compiler *c, const expr_node *n)
         }
     }
     const char *sug = popk_symtab_suggest(st, n->name);
-    if (sug)
+    if (popk_expr_is_reserved(n->name))
+        cfail(c, n->pos, "'%s' is a function: call it as %s(...)", n->name, n->name);
+    else if (sug)
         cfail(c, n->pos, "unknown symbol '%s' (did you mean '%s'?)", n->name, sug);
     else
         cfail(c, n->pos, "unknown symbol '%s'", n->name);
@@ -139,9 +155,9 @@ static const char *level_get(const void *ctx, int i)
     return ((const popk_symbol *)ctx)->levels[i];
 }
 
-/* name == "LEVEL" (or !=): compare the slot with the level's code. */
-static int compile_level_compare(compiler *c, expr_binop op, const expr_node *name,
-                                 const expr_node *str)
+/* name == "LEVEL": the slot and the level's code. */
+static int resolve_level(compiler *c, const expr_node *name, const expr_node *str, int *slot,
+                         double *code)
 {
     if (name->kind != N_NAME)
         return cfail(c, str->pos,
@@ -156,9 +172,9 @@ static int compile_level_compare(compiler *c, expr_binop op, const expr_node *na
                      s->name, str->name);
     for (int i = 0; i < s->nlevels; i++) {
         if (s->levels[i] && strcmp(s->levels[i], str->name) == 0) {
-            if (emit(c, OP_LOAD, s->slot, 0, 1))
-                return -1;
-            return emit(c, op == B_EQ ? OP_EQ_K : OP_NE_K, 0, s->level_codes[i], 0);
+            *slot = s->slot;
+            *code = s->level_codes[i];
+            return 0;
         }
     }
     char list[200];
@@ -179,7 +195,60 @@ static int compile_level_compare(compiler *c, expr_binop op, const expr_node *na
                  list);
 }
 
+/* name == "LEVEL" (or !=): compare the slot with the level's code. */
+static int compile_level_compare(compiler *c, expr_binop op, const expr_node *name,
+                                 const expr_node *str)
+{
+    int slot;
+    double code;
+    if (resolve_level(c, name, str, &slot, &code) || emit(c, OP_LOAD, slot, 0, 1))
+        return -1;
+    return emit(c, op == B_EQ ? OP_EQ_K : OP_NE_K, 0, code, 0);
+}
+
 static int compile_node(compiler *c, const expr_node *n);
+
+static int is_exp_of_name(const expr_node *n)
+{
+    return n->kind == N_CALL && n->op == F_EXP && n->args->kind == N_NAME;
+}
+
+/* An if() condition of the form name <cmp> number (either order) or name == "LEVEL":
+ * returns 1 with the jump-unless opcode, slot and constant; 0 when the condition has
+ * another form; -1 on error. */
+static int simple_condition(compiler *c, const expr_node *cond, opcode *op, int *slot,
+                            double *k)
+{
+    if (cond->kind != N_BIN || cond->op < B_LT || cond->op > B_NE)
+        return 0;
+    expr_binop cmp = (expr_binop)cond->op;
+    const expr_node *a = cond->args, *b = a->next;
+    static const opcode jn[] = {OP_JN_LT_SK, OP_JN_LE_SK, OP_JN_GT_SK, OP_JN_GE_SK,
+                                OP_JN_EQ_SK, OP_JN_NE_SK};
+    static const expr_binop flipped[] = {B_GT, B_GE, B_LT, B_LE, B_EQ, B_NE};
+    if (a->kind == N_STR || b->kind == N_STR) {
+        const expr_node *name = a->kind == N_STR ? b : a, *str = a->kind == N_STR ? a : b;
+        if (resolve_level(c, name, str, slot, k))
+            return -1;
+        *op = jn[cmp - B_LT];
+        return 1;
+    }
+    if (a->kind == N_NUM && b->kind == N_NAME) {
+        const expr_node *t = a;
+        a = b;
+        b = t;
+        cmp = flipped[cmp - B_LT];
+    }
+    if (a->kind != N_NAME || b->kind != N_NUM)
+        return 0;
+    const popk_symbol *s = resolve(c, a);
+    if (!s)
+        return -1;
+    *slot = s->slot;
+    *k = b->num;
+    *op = jn[cmp - B_LT];
+    return 1;
+}
 
 static opcode op_of_binop(expr_binop op)
 {
@@ -221,7 +290,7 @@ static int compile_rest(compiler *c, const expr_node *n)
         if (emit(c, op == B_AND ? OP_JFALSE_KEEP : OP_JTRUE_KEEP, 0, 0, -1) ||
             compile_node(c, b) || emit(c, OP_BOOL, 0, 0, 0))
             return -1;
-        c->p->code[jump].arg = (int32_t)c->p->ncode;
+        c->p->code[jump].target = (int32_t)c->p->ncode;
         return 0;
     }
     if (b->kind == N_STR)
@@ -239,6 +308,10 @@ static int compile_rest(compiler *c, const expr_node *n)
             return k == 2 ? emit(c, OP_SQR, 0, 0, 0) : emit(c, OP_POW_K, 0, k, 0);
         default: return emit(c, cmp_k(op, 0), 0, k, 0);
         }
+    }
+    if (op == B_MUL && is_exp_of_name(b)) {
+        const popk_symbol *s = resolve(c, b->args);
+        return s ? emit(c, OP_MUL_EXP_S, s->slot, 0, 0) : -1;
     }
     if (b->kind == N_NAME && op <= B_DIV) {
         const popk_symbol *s = resolve(c, b);
@@ -297,9 +370,9 @@ static int compile_first_binary(compiler *c, const expr_node *n)
 static int compile_binary(compiler *c, const expr_node *n)
 {
     /* Walk the left spine iteratively: a 1 MiB sum must not recurse a million levels. */
-    const expr_node *spine_local[64];
+    const expr_node *spine_local[16];
     const expr_node **spine = spine_local;
-    size_t nspine = 0, cap = 64;
+    size_t nspine = 0, cap = 16;
     int rc = 0;
     while (n->kind == N_BIN) {
         if (nspine == cap) {
@@ -353,19 +426,34 @@ static int compile_node(compiler *c, const expr_node *n)
     expr_fn f = (expr_fn)n->op;
     const expr_node *a = n->args;
     if (f == F_IF) {
-        if (compile_node(c, a))
+        opcode jn;
+        int slot;
+        double k;
+        size_t jn_at;
+        int simple = simple_condition(c, a, &jn, &slot, &k);
+        if (simple < 0)
             return -1;
-        size_t jz = c->p->ncode;
-        if (emit(c, OP_JZ, 0, 0, -1) || compile_node(c, a->next))
+        if (simple) {
+            jn_at = c->p->ncode;
+            if (emit(c, jn, slot, k, 0))
+                return -1;
+        } else {
+            if (compile_node(c, a))
+                return -1;
+            jn_at = c->p->ncode;
+            if (emit(c, OP_JZ, 0, 0, -1))
+                return -1;
+        }
+        if (compile_node(c, a->next))
             return -1;
         size_t jump = c->p->ncode;
         if (emit(c, OP_JUMP, 0, 0, 0))
             return -1;
         c->depth--;  /* the else branch starts from the depth before the then branch */
-        c->p->code[jz].arg = (int32_t)c->p->ncode;
+        c->p->code[jn_at].target = (int32_t)c->p->ncode;
         if (compile_node(c, a->next->next))
             return -1;
-        c->p->code[jump].arg = (int32_t)c->p->ncode;
+        c->p->code[jump].target = (int32_t)c->p->ncode;
         return 0;
     }
     if (f == F_MIN || f == F_MAX) {
@@ -375,6 +463,10 @@ static int compile_node(compiler *c, const expr_node *n)
             if (compile_node(c, a) || emit(c, f == F_MIN ? OP_MIN : OP_MAX, 0, 0, -1))
                 return -1;
         return 0;
+    }
+    if (f == F_EXP && a->kind == N_NAME) {
+        const popk_symbol *s = resolve(c, a);
+        return s ? emit(c, OP_LOAD_EXP, s->slot, 0, 1) : -1;
     }
     if (compile_node(c, a))
         return -1;
@@ -403,12 +495,6 @@ popk_status popk_prog_add(popk_prog *p, int slot, const popk_expr *e, const popk
 
 /* ---- evaluator ------------------------------------------------------------------------ */
 
-#if defined(__GNUC__)
-#define EVAL_INLINE __attribute__((always_inline)) inline
-#else
-#define EVAL_INLINE inline
-#endif
-
 /* d/dx of x^b at value v = x^b, well defined at x = 0 for b >= 1 too. */
 static inline double pow_slope(double x, double b, double v)
 {
@@ -419,378 +505,69 @@ static inline double pow_slope(double x, double b, double v)
     return b * pow(x, b - 1);
 }
 
-/* One instantiation per small nd lets the compiler unroll the partial-derivative loops and
- * keep the top of the stack in registers; nd = 0 is the plain double evaluator. Entries are
- * w = 1 + nd doubles. The top entry lives in `top`; deeper entries are spilled to the
- * caller's stack, t pointing at the highest spilled one. Keeping the top out of memory
- * takes a store-to-load round trip off every instruction's critical path. */
-static EVAL_INLINE void run(const popk_prog *restrict p, double *restrict slots,
-                            double *restrict stack, const int nd, double *restrict top)
-{
-    const int w = 1 + nd;
-    const size_t wsize = sizeof(double) * (size_t)w;
-    const instr *code = p->code;
-    const size_t ncode = p->ncode;
-    double *t = stack - w;
-    size_t pc = 0;
-    for (int i = 0; i < w; i++)
-        top[i] = 0;
-    while (pc < ncode) {
-        const instr *in = &code[pc++];
-        switch ((opcode)in->op) {
-        case OP_PUSH_K:
-            t += w;
-            memcpy(t, top, wsize);
-            top[0] = in->k;
-            for (int i = 1; i < w; i++)
-                top[i] = 0;
-            break;
-        case OP_LOAD:
-            t += w;
-            memcpy(t, top, wsize);
-            memcpy(top, slots + (size_t)in->arg * w, wsize);
-            break;
-        case OP_STORE:
-            /* Assignments end at depth zero, so nothing below needs restoring. */
-            memcpy(slots + (size_t)in->arg * w, top, wsize);
-            t -= w;
-            break;
-        case OP_ADD:
-            for (int i = 0; i < w; i++)
-                top[i] = t[i] + top[i];
-            t -= w;
-            break;
-        case OP_SUB:
-            for (int i = 0; i < w; i++)
-                top[i] = t[i] - top[i];
-            t -= w;
-            break;
-        case OP_MUL:
-            for (int i = 1; i < w; i++)
-                top[i] = t[i] * top[0] + t[0] * top[i];
-            top[0] = t[0] * top[0];
-            t -= w;
-            break;
-        case OP_DIV: {
-            double r = t[0] / top[0];
-            if (nd > 0) {
-                double inv = 1.0 / top[0];
-                for (int i = 1; i < w; i++)
-                    top[i] = (t[i] - r * top[i]) * inv;
-            }
-            top[0] = r;
-            t -= w;
-            break;
-        }
-        case OP_ADD_S: {
-            const double *s = slots + (size_t)in->arg * w;
-            for (int i = 0; i < w; i++)
-                top[i] += s[i];
-            break;
-        }
-        case OP_SUB_S: {
-            const double *s = slots + (size_t)in->arg * w;
-            for (int i = 0; i < w; i++)
-                top[i] -= s[i];
-            break;
-        }
-        case OP_RSUB_S: {
-            const double *s = slots + (size_t)in->arg * w;
-            for (int i = 0; i < w; i++)
-                top[i] = s[i] - top[i];
-            break;
-        }
-        case OP_MUL_S: {
-            const double *s = slots + (size_t)in->arg * w;
-            for (int i = 1; i < w; i++)
-                top[i] = top[i] * s[0] + top[0] * s[i];
-            top[0] *= s[0];
-            break;
-        }
-        case OP_DIV_S: {
-            const double *s = slots + (size_t)in->arg * w;
-            double r = top[0] / s[0];
-            if (nd > 0) {
-                double inv = 1.0 / s[0];
-                for (int i = 1; i < w; i++)
-                    top[i] = (top[i] - r * s[i]) * inv;
-            }
-            top[0] = r;
-            break;
-        }
-        case OP_RDIV_S: {
-            const double *s = slots + (size_t)in->arg * w;
-            double r = s[0] / top[0];
-            if (nd > 0) {
-                double inv = 1.0 / top[0];
-                for (int i = 1; i < w; i++)
-                    top[i] = (s[i] - r * top[i]) * inv;
-            }
-            top[0] = r;
-            break;
-        }
-        case OP_ADD_K:
-            top[0] += in->k;
-            break;
-        case OP_RSUB_K:
-            top[0] = in->k - top[0];
-            for (int i = 1; i < w; i++)
-                top[i] = -top[i];
-            break;
-        case OP_MUL_K:
-            for (int i = 0; i < w; i++)
-                top[i] *= in->k;
-            break;
-        case OP_DIV_K:
-            for (int i = 0; i < w; i++)
-                top[i] /= in->k;
-            break;
-        case OP_RDIV_K: {
-            double r = in->k / top[0];
-            if (nd > 0) {
-                double c = -r / top[0];
-                for (int i = 1; i < w; i++)
-                    top[i] *= c;
-            }
-            top[0] = r;
-            break;
-        }
-        case OP_NEG:
-            for (int i = 0; i < w; i++)
-                top[i] = -top[i];
-            break;
-        case OP_POW: {
-            double v = expr_pow(t[0], top[0]);
-            if (nd > 0) {
-                double ca = pow_slope(t[0], top[0], v);
-                int exponent_varies = 0;
-                for (int i = 1; i < w; i++)
-                    exponent_varies |= top[i] != 0;
-                /* The ln(a) term only when the exponent moves, so (-2)^2 stays
-                 * differentiable in the base. */
-                if (exponent_varies) {
-                    double cb = v * log(t[0]);
-                    for (int i = 1; i < w; i++)
-                        top[i] = ca * t[i] + (top[i] != 0 ? cb * top[i] : 0);
-                } else {
-                    for (int i = 1; i < w; i++)
-                        top[i] = ca * t[i];
-                }
-            }
-            top[0] = v;
-            t -= w;
-            break;
-        }
-        case OP_POW_K: {
-            double v = expr_pow(top[0], in->k);
-            if (nd > 0) {
-                double ca = pow_slope(top[0], in->k, v);
-                for (int i = 1; i < w; i++)
-                    top[i] *= ca;
-            }
-            top[0] = v;
-            break;
-        }
-        case OP_RPOW_K: {
-            double v = expr_pow(in->k, top[0]);
-            if (nd > 0) {
-                int varies = 0;
-                for (int i = 1; i < w; i++)
-                    varies |= top[i] != 0;
-                if (varies) {
-                    double cb = v * log(in->k);
-                    for (int i = 1; i < w; i++)
-                        top[i] = top[i] != 0 ? cb * top[i] : 0;
-                }
-            }
-            top[0] = v;
-            break;
-        }
-        case OP_SQR: {
-            double c = 2 * top[0];
-            for (int i = 1; i < w; i++)
-                top[i] *= c;
-            top[0] *= top[0];
-            break;
-        }
-        case OP_EXP: {
-            double v = exp(top[0]);
-            for (int i = 1; i < w; i++)
-                top[i] *= v;
-            top[0] = v;
-            break;
-        }
-        case OP_LOG:
-            if (nd > 0) {
-                double c = 1.0 / top[0];
-                for (int i = 1; i < w; i++)
-                    top[i] *= c;
-            }
-            top[0] = log(top[0]);
-            break;
-        case OP_LOG10:
-            if (nd > 0) {
-                double c = 1.0 / (top[0] * M_LN10);
-                for (int i = 1; i < w; i++)
-                    top[i] *= c;
-            }
-            top[0] = log10(top[0]);
-            break;
-        case OP_SQRT: {
-            double v = sqrt(top[0]);
-            if (nd > 0) {
-                double c = 0.5 / v;
-                for (int i = 1; i < w; i++)
-                    top[i] *= c;
-            }
-            top[0] = v;
-            break;
-        }
-        case OP_ABS: {
-            double c = top[0] > 0 ? 1.0 : top[0] < 0 ? -1.0 : 0.0;
-            for (int i = 1; i < w; i++)
-                top[i] *= c;
-            top[0] = fabs(top[0]);
-            break;
-        }
-        case OP_LOGIT:
-            if (nd > 0) {
-                double c = 1.0 / (top[0] * (1.0 - top[0]));
-                for (int i = 1; i < w; i++)
-                    top[i] *= c;
-            }
-            top[0] = expr_logit(top[0]);
-            break;
-        case OP_EXPIT: {
-            double v = expr_expit(top[0]);
-            double c = v * (1.0 - v);
-            for (int i = 1; i < w; i++)
-                top[i] *= c;
-            top[0] = v;
-            break;
-        }
-        case OP_PHI:
-            if (nd > 0) {
-                double c = exp(-0.5 * top[0] * top[0]) * (0.5 * M_2_SQRTPI * M_SQRT1_2);
-                for (int i = 1; i < w; i++)
-                    top[i] *= c;
-            }
-            top[0] = expr_phi(top[0]);
-            break;
-        case OP_MIN:
-        case OP_MAX: {
-            int second = in->op == OP_MIN ? expr_pick_second_min(t[0], top[0])
-                                          : expr_pick_second_max(t[0], top[0]);
-            if (!second)
-                memcpy(top, t, wsize);
-            t -= w;
-            break;
-        }
-        case OP_LT:
-        case OP_LE:
-        case OP_GT:
-        case OP_GE:
-        case OP_EQ:
-        case OP_NE: {
-            double x = t[0], y = top[0];
-            int r = in->op == OP_LT ? x < y : in->op == OP_LE ? x <= y : in->op == OP_GT ? x > y
-                  : in->op == OP_GE ? x >= y : in->op == OP_EQ ? x == y : x != y;
-            top[0] = r;
-            for (int i = 1; i < w; i++)
-                top[i] = 0;
-            t -= w;
-            break;
-        }
-        case OP_LT_K:
-        case OP_LE_K:
-        case OP_GT_K:
-        case OP_GE_K:
-        case OP_EQ_K:
-        case OP_NE_K: {
-            double x = top[0], y = in->k;
-            int r = in->op == OP_LT_K ? x < y : in->op == OP_LE_K ? x <= y
-                  : in->op == OP_GT_K ? x > y : in->op == OP_GE_K ? x >= y
-                  : in->op == OP_EQ_K ? x == y : x != y;
-            top[0] = r;
-            for (int i = 1; i < w; i++)
-                top[i] = 0;
-            break;
-        }
-        case OP_NOT:
-            top[0] = top[0] == 0;
-            for (int i = 1; i < w; i++)
-                top[i] = 0;
-            break;
-        case OP_BOOL:
-            top[0] = top[0] != 0;
-            for (int i = 1; i < w; i++)
-                top[i] = 0;
-            break;
-        case OP_JUMP:
-            pc = (size_t)in->arg;
-            break;
-        case OP_JZ: {
-            double cond = top[0];
-            memcpy(top, t, wsize);
-            t -= w;
-            if (cond == 0)
-                pc = (size_t)in->arg;
-            break;
-        }
-        case OP_JFALSE_KEEP:
-            if (top[0] == 0) {
-                for (int i = 0; i < w; i++)
-                    top[i] = 0;
-                pc = (size_t)in->arg;
-            } else {
-                memcpy(top, t, wsize);
-                t -= w;
-            }
-            break;
-        case OP_JTRUE_KEEP:
-            if (top[0] != 0) {
-                top[0] = 1;
-                for (int i = 1; i < w; i++)
-                    top[i] = 0;
-                pc = (size_t)in->arg;
-            } else {
-                memcpy(top, t, wsize);
-                t -= w;
-            }
-            break;
-        }
-    }
-}
+#if defined(__GNUC__)
+#define EXPR_THREADED 1
+/* Labels as values are a GNU extension that GCC and Clang share; silence -Wpedantic. */
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wpedantic"
+#else
+#define EXPR_THREADED 0
+#endif
+#define EXPR_LABEL_ADDR(name) &&L_##name,
 
-/* top is a local array of exactly 1 + nd doubles in each instantiation, so the compiler can
- * keep it in registers. */
-#define RUN_ND(n)                                   \
-    do {                                            \
-        double top_[1 + (n)];                       \
-        run(p, slots, stack, (n), top_);            \
-    } while (0)
+/* The evaluator loop is instantiated once per small nd (the compiler unrolls the
+ * partial-derivative loops and keeps the stack top in registers) and once for any nd;
+ * nd = 0 is the plain double evaluator. */
+#define RUN_NAME run_nd0
+#define RUN_ND 0
+#include "expr/prog_eval.inc"
+#define RUN_NAME run_nd1
+#define RUN_ND 1
+#include "expr/prog_eval.inc"
+#define RUN_NAME run_nd2
+#define RUN_ND 2
+#include "expr/prog_eval.inc"
+#define RUN_NAME run_nd3
+#define RUN_ND 3
+#include "expr/prog_eval.inc"
+#define RUN_NAME run_nd4
+#define RUN_ND 4
+#include "expr/prog_eval.inc"
+#define RUN_NAME run_nd5
+#define RUN_ND 5
+#include "expr/prog_eval.inc"
+#define RUN_NAME run_nd6
+#define RUN_ND 6
+#include "expr/prog_eval.inc"
+#define RUN_NAME run_nd8
+#define RUN_ND 8
+#include "expr/prog_eval.inc"
+#define RUN_NAME run_any
+#define RUN_ND nd_arg
+#define RUN_GENERIC
+#include "expr/prog_eval.inc"
+#if EXPR_THREADED
+#pragma GCC diagnostic pop
+#endif
 
 void popk_prog_eval(const popk_prog *p, double *slots, double *stack)
 {
-    RUN_ND(0);
+    run_nd0(p, slots, stack, 0);
 }
 
 void popk_prog_eval_dual(const popk_prog *p, int nd, double *slots, double *stack)
 {
+    if (nd < 0 || nd > POPK_DUAL_MAX)
+        return;
     switch (nd) {
-    case 0: RUN_ND(0); break;
-    case 1: RUN_ND(1); break;
-    case 2: RUN_ND(2); break;
-    case 3: RUN_ND(3); break;
-    case 4: RUN_ND(4); break;
-    case 5: RUN_ND(5); break;
-    case 6: RUN_ND(6); break;
-    case 7: RUN_ND(7); break;
-    case 8: RUN_ND(8); break;
-    default: {
-        double top[1 + POPK_DUAL_MAX];
-        run(p, slots, stack, nd, top);
-        break;
-    }
+    case 0: run_nd0(p, slots, stack, 0); break;
+    case 1: run_nd1(p, slots, stack, 1); break;
+    case 2: run_nd2(p, slots, stack, 2); break;
+    case 3: run_nd3(p, slots, stack, 3); break;
+    case 4: run_nd4(p, slots, stack, 4); break;
+    case 5: run_nd5(p, slots, stack, 5); break;
+    case 6: run_nd6(p, slots, stack, 6); break;
+    case 8: run_nd8(p, slots, stack, 8); break;
+    default: run_any(p, slots, stack, nd); break;
     }
 }

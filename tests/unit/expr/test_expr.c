@@ -152,6 +152,31 @@ static void test_values(void)
         {"CYP2C19 + 1", 11},
         {"x - 2 * y + z / 4 - (x * y) / (z - 1)", x - 2 * y + z / 4 - (x * y) / (z - 1)},
         {"tcl * x^2 / (1 + exp(-y))", a * x * x / (1 + exp(-y))},
+        /* fused forms: exp(slot), * exp(slot), if(slot <cmp> constant, ...) */
+        {"exp(x)", exp(x)},
+        {"y * exp(x)", y * exp(x)},
+        {"exp(x) * y", y * exp(x)},
+        {"(y + z) * exp(x)", (y + z) * exp(x)},
+        {"if(2 < x, 1, 0)", 0},
+        {"if(1 < x, 1, 0)", 1},
+        {"if(x <= 1.7, 1, 0)", 1},
+        {"if(x < 1.7, 1, 0)", 0},
+        {"if(x >= 1.7, 1, 0)", 1},
+        {"if(x > 1.7, 1, 0)", 0},
+        {"if(x == 1.7, 1, 0)", 1},
+        {"if(x != 1.7, 1, 0)", 0},
+        {"if(1.7 >= x, 1, 0)", 1},
+        {"if(1.8 <= x, 1, 0)", 0},
+        {"if(\"IM\" != CYP2C19, 1, 0)", 1},
+        {"if(CYP2C19 == \"IM\", 1, if(CYP2C19 == \"PM\", 2, 3))", 2},
+        /* conditional jumps with values below them on the stack */
+        {"x + if(y * 2 > 0, 1, 2)", x + 2},
+        {"x + if(y * 2 < 0, 1, 2)", x + 1},
+        {"x + (y < 0 && z > 0)", x + 1},
+        {"x + (y > 0 && z > 0)", x},
+        {"x * (y > 0 || z > 0)", x},
+        {"x * (y > 0 || z < 0)", 0},
+        {"z - min(x, y) * max(x, y, z)", z - y * z},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         double v = eval_text(cases[i].text, in);
@@ -186,6 +211,11 @@ static void test_program(void)
     CU_ASSERT_DOUBLE_EQUAL(slots[SX], cl, 1e-15);
     CU_ASSERT_DOUBLE_EQUAL(slots[SY], cl * 0.5, 1e-15);
     CU_ASSERT_DOUBLE_EQUAL(slots[SZ], cl + cl * 0.5, 1e-15);
+    /* nd outside 0..POPK_DUAL_MAX: nothing is evaluated. */
+    double dslots[NSLOT * 2] = {0};
+    dslots[2 * SZ] = -1;
+    popk_prog_eval_dual(p, -1, dslots, stack);
+    CU_ASSERT_EQUAL(dslots[2 * SZ], -1);
     /* A failed add leaves the program unchanged. */
     popk_expr *bad = popk_expr_parse("x + nope", 8, NULL, &err);
     CU_ASSERT_PTR_NOT_NULL_FATAL(bad);
@@ -215,6 +245,14 @@ static int collect(const char *name, int line, int column, void *user)
     return 0;
 }
 
+static int stop_at_second(const char *name, int line, int column, void *user)
+{
+    (void)name;
+    (void)line;
+    (void)column;
+    return ++*(int *)user == 2 ? 7 : 0;
+}
+
 static void test_names(void)
 {
     popk_error err;
@@ -232,6 +270,9 @@ static void test_names(void)
         CU_ASSERT_EQUAL(l.line[i], line[i]);
         CU_ASSERT_EQUAL(l.column[i], column[i]);
     }
+    int calls = 0;
+    CU_ASSERT_EQUAL(popk_expr_foreach_name(e, stop_at_second, &calls), 7);
+    CU_ASSERT_EQUAL(calls, 2);
     double v = 0;
     CU_ASSERT_FALSE(popk_expr_constant(e, &v));
     popk_expr_free(e);
@@ -261,6 +302,7 @@ static void test_errors(void)
         {"tcl + etacl", POPK_ERR_MODEL, 3, 11, "unknown symbol 'etacl' (did you mean 'eta_cl'?)",
          "    tcl + etacl"},
         {"x + qqq", POPK_ERR_MODEL, 3, 9, "unknown symbol 'qqq'", NULL},
+        {"2 * exp", POPK_ERR_MODEL, 3, 9, "'exp' is a function: call it as exp(...)", NULL},
         {"expp(x)", POPK_ERR_MODEL, 3, 5, "unknown function 'expp' (did you mean 'exp'?)", NULL},
         {"foo(x)", POPK_ERR_MODEL, 3, 5, "unknown function 'foo'", NULL},
         {"exp(x, y)", POPK_ERR_MODEL, 3, 5, "exp() takes 1 argument, got 2", NULL},
@@ -340,6 +382,31 @@ static void test_errors(void)
             CU_FAIL("unexpected error report");
         }
     }
+}
+
+/* Without a source location, positions count from line 1, column 1 of the text. */
+static void test_error_without_location(void)
+{
+    popk_error err;
+    char buf[1024];
+    popk_expr *e = popk_expr_parse("exp(x) +", 8, NULL, &err);
+    CU_ASSERT_PTR_NULL(e);
+    CU_ASSERT_EQUAL(err.line, 1);
+    CU_ASSERT_EQUAL(err.column, 9);
+    CU_ASSERT_STRING_EQUAL(err.context, "exp(x) +");
+    CU_ASSERT_STRING_EQUAL(popk_error_format(&err, buf, sizeof buf),
+                           "expected an expression, found end of input");
+    popk_srcloc loc = {"m.yaml", 12, 7};
+    e = popk_expr_parse("tcl * WT", 8, &loc, &err);
+    popk_prog *p = popk_prog_new();
+    CU_ASSERT_EQUAL(popk_prog_add(p, SOUT, e, &symtab, &err), POPK_ERR_MODEL);
+    CU_ASSERT_STRING_EQUAL(popk_error_format(&err, buf, sizeof buf),
+                           "m.yaml:12:13: unknown symbol 'WT'");
+    CU_ASSERT_STRING_EQUAL(err.context, "      tcl * WT");
+    CU_ASSERT_EQUAL(popk_prog_add(p, -1, e, &symtab, &err), POPK_ERR_ARG);
+    CU_ASSERT_EQUAL(popk_prog_add(p, SOUT, NULL, &symtab, &err), POPK_ERR_ARG);
+    popk_prog_free(p);
+    popk_expr_free(e);
 }
 
 static char *repeat(const char *head, const char *unit, size_t times, const char *tail)
@@ -443,5 +510,6 @@ int main(void)
     CU_add_test(s, "suggest", test_suggest);
     CU_add_test(s, "errors", test_errors);
     CU_add_test(s, "limits", test_limits);
+    CU_add_test(s, "error_without_location", test_error_without_location);
     return popk_test_run();
 }
