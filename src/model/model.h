@@ -36,6 +36,8 @@ typedef struct {
     int has_default;        /* 1: missing values take default_value; 0: missing is an error */
     double default_value;   /* in model codes for categorical covariates */
     int slot;
+    int used;               /* 1 when some expression reads it */
+    int line;
 } popk_covdef;
 
 typedef enum {
@@ -55,6 +57,7 @@ typedef struct {
     popk_errm_kind err;
     int sig_a, sig_b, sig_c;/* indices into model->sigma, -1 when unused */
     int line;
+    char *text;             /* the value expression as written */
 } popk_output;
 
 typedef enum { POPK_STRUCT_NONE, POPK_STRUCT_LINEAR, POPK_STRUCT_ODE } popk_struct_kind;
@@ -85,14 +88,20 @@ typedef struct popk_model {
     char **ind_name;        /* nind individual-block variables, in assignment order */
     char **cmt_name;        /* ncmt compartments; CMT numbers are 1..ncmt in this order */
     popk_output *out;       /* nout outputs */
+    char **ind_text;        /* nind expressions of the individual block, as written */
+    int nomega_block;       /* number of omega blocks (omega_fixed has this many entries) */
+    int nderived;           /* derived table outputs (computed by prog_out after outputs) */
+    char **derived_name;
+    int *derived_slot;
+    int cov_slot;           /* slots[cov_slot + k] is covariate k (== cov[k].slot) */
 
     popk_struct_kind kind;
     int lin_ncmt;           /* linear: 1, 2 or 3 (not counting the depot) */
     int lin_depot;          /* linear: 1 when compartment 1 is a first-order depot */
     int lin_rate_form;      /* linear: 0 clearance form, 1 rate-constant form */
     int lin_slot[POPK_LIN_NPAR];
-    int default_dose_cmt;   /* 1-based */
-    int default_obs_cmt;    /* 1-based */
+    int default_dose_cmt;   /* 1-based; 0 when the model has no compartments */
+    int default_obs_cmt;    /* 1-based; 0 when the model has no compartments */
     popk_dose_attr *dose;   /* ncmt entries */
     double rtol, atol;      /* ODE solver tolerances */
     long max_steps;
