@@ -757,6 +757,38 @@ static void test_truncated_models(void)
     }
 }
 
+/* Random byte substitutions in bundled models (a fixed-seed generator, so runs repeat):
+ * each result is a model or an error with a location, never a crash or a leak. */
+static void test_mutated_models(void)
+{
+    static const char *const files[] = {"models/voriconazole.yaml", "models/nmtest.yaml"};
+    static const char alphabet[] = "{}[]:,-&*!|>'\"#%@ \n\tazAZ09._()+^=<";
+    unsigned long long state = 12345;
+    for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
+        FILE *f = fopen(popk_test_src(files[i]), "rb");
+        CU_ASSERT_PTR_NOT_NULL_FATAL(f);
+        static char orig[1 << 15], buf[1 << 15];
+        size_t len = fread(orig, 1, sizeof orig, f);
+        fclose(f);
+        for (int trial = 0; trial < 300; trial++) {
+            memcpy(buf, orig, len);
+            for (int k = 0; k < 3; k++) {
+                state = state * 6364136223846793005ULL + 1442695040888963407ULL;
+                size_t pos = (size_t)(state >> 33) % len;
+                buf[pos] = alphabet[(state >> 17) % (sizeof alphabet - 1)];
+            }
+            popk_error err;
+            popk_model *m = popk_model_parse("mutant.yaml", buf, len, &err);
+            if (!m) {
+                CU_ASSERT(err.code == POPK_ERR_MODEL || err.code == POPK_ERR_LIMIT);
+                CU_ASSERT(err.line >= 1);
+                CU_ASSERT(err.message[0] != '\0');
+            }
+            popk_model_free(m);
+        }
+    }
+}
+
 int main(void)
 {
     if (CU_initialize_registry() != CUE_SUCCESS)
@@ -775,5 +807,6 @@ int main(void)
     CU_add_test(s, "bind", test_bind);
     CU_add_test(s, "bad_models_in_process", test_bad_models_in_process);
     CU_add_test(s, "truncated_models", test_truncated_models);
+    CU_add_test(s, "mutated_models", test_mutated_models);
     return popk_test_run();
 }
