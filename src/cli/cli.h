@@ -17,6 +17,7 @@ typedef int (*popk_cli_fn)(int argc, char **argv);
 int popk_cmd_data(int argc, char **argv);
 int popk_cmd_check(int argc, char **argv);
 int popk_cmd_predict(int argc, char **argv);
+int popk_cmd_fit(int argc, char **argv);
 
 /* Print an error to stderr as "FILE:LINE:COLUMN: message", then, when the error carries
  * the source line, that line and a caret under the column. */

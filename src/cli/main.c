@@ -12,6 +12,7 @@ static const struct {
     {"data", popk_cmd_data, "read a NONMEM-format dataset and summarise it"},
     {"check", popk_cmd_check, "validate a model file (and a dataset against it)"},
     {"predict", popk_cmd_predict, "predict concentrations and amounts for a dataset"},
+    {"fit", popk_cmd_fit, "estimate a population model (FOCE-I, FOCE, FO, Laplace)"},
 };
 
 static void usage(FILE *out)

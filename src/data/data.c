@@ -890,3 +890,163 @@ int popk_data_find_cov(const popk_data *d, const char *name)
             return (int)j;
     return -1;
 }
+
+/* Copy of the categorical level table: one block holding the pointers and the texts. */
+static char **copy_levels(char **levels, int n)
+{
+    size_t size = sizeof(char *) * (size_t)n;
+    for (int i = 0; i < n; i++)
+        size += strlen(levels[i]) + 1;
+    char **out = malloc(size ? size : 1);
+    if (!out)
+        return NULL;
+    char *text = (char *)(out + n);
+    for (int i = 0; i < n; i++) {
+        size_t len = strlen(levels[i]) + 1;
+        memcpy(text, levels[i], len);
+        out[i] = text;
+        text += len;
+    }
+    return out;
+}
+
+popk_data *popk_data_subset(const popk_data *d, const unsigned char *keep, popk_error *err)
+{
+    popk_data *s = calloc(1, sizeof *s);
+    size_t n = 0;
+    for (size_t r = 0; r < d->nrec; r++)
+        n += keep[r] != 0;
+    if (!s)
+        goto nomem;
+    s->path = strdup(d->path ? d->path : "");
+    s->rec = malloc(sizeof *s->rec * (n ? n : 1));
+    s->sub = malloc(sizeof *s->sub * (d->nsub ? d->nsub : 1));
+    s->cov = calloc(d->ncov ? d->ncov : 1, sizeof *s->cov);
+    if (!s->path || !s->rec || !s->sub || !s->cov)
+        goto nomem;
+    memcpy(s->has_col, d->has_col, sizeof s->has_col);
+    s->ncov = d->ncov;
+    for (size_t j = 0; j < d->ncov; j++) {
+        popk_covariate *c = &s->cov[j];
+        const popk_covariate *o = &d->cov[j];
+        c->kind = o->kind;
+        c->nlevels = o->nlevels;
+        c->name = strdup(o->name);
+        c->values = malloc(sizeof(double) * (n ? n : 1));
+        if (o->nlevels > 0)
+            c->levels = copy_levels(o->levels, o->nlevels);
+        if (!c->name || !c->values || (o->nlevels > 0 && !c->levels))
+            goto nomem;
+    }
+    for (size_t t = 0; t < d->nsub; t++) {
+        const popk_subject *o = &d->sub[t];
+        popk_subject *ns = &s->sub[s->nsub];
+        ns->id = o->id;
+        ns->first = s->nrec;
+        ns->n = ns->nobs = 0;
+        for (size_t r = o->first; r < o->first + o->n; r++) {
+            if (!keep[r])
+                continue;
+            s->rec[s->nrec] = d->rec[r];
+            for (size_t j = 0; j < d->ncov; j++)
+                s->cov[j].values[s->nrec] = d->cov[j].values[r];
+            ns->nobs += d->rec[r].evid == 0 && d->rec[r].mdv == 0;
+            ns->n++;
+            s->nrec++;
+        }
+        if (ns->n > 0)
+            s->nsub++;
+    }
+    return s;
+nomem:
+    popk_data_free(s);
+    popk_error_set(err, POPK_ERR_NOMEM, NULL, 0, 0, "out of memory");
+    return NULL;
+}
+
+/* Parse "NAME=VALUE" (also "NAME==VALUE", "NAME.EQ.VALUE") into a column and a value. */
+static int parse_condition(const popk_data *d, const char *cond, int *col, double *value)
+{
+    char name[128];
+    const char *eq = strstr(cond, ".EQ.");
+    size_t len;
+    const char *rest;
+    if (eq) {
+        len = (size_t)(eq - cond);
+        rest = eq + 4;
+    } else if ((eq = strchr(cond, '='))) {
+        len = (size_t)(eq - cond);
+        rest = eq + 1 + (eq[1] == '=');
+    } else {
+        return -1;
+    }
+    if (len == 0 || len >= sizeof name)
+        return -1;
+    memcpy(name, cond, len);
+    name[len] = '\0';
+    char *end;
+    *value = strtod(rest, &end);
+    if (end == rest || *end != '\0')
+        return -1;
+    static const char *const items[] = {"ID", "TIME", "DV", "AMT", "EVID", "MDV", "CMT",
+                                        "RATE", "II", "ADDL", "SS", "DVID"};
+    for (int i = 0; i < 12; i++)
+        if (!strcasecmp(name, items[i])) {
+            *col = -1 - i;
+            return 0;
+        }
+    *col = popk_data_find_cov(d, name);
+    return *col >= 0 ? 0 : -2;
+}
+
+static double item_value(const popk_data *d, size_t r, int col)
+{
+    const popk_record *rec = &d->rec[r];
+    switch (-1 - col) {
+    case 1: return rec->time;
+    case 2: return rec->dv;
+    case 3: return rec->amt;
+    case 4: return rec->evid;
+    case 5: return rec->mdv;
+    case 6: return rec->cmt;
+    case 7: return rec->rate;
+    case 8: return rec->ii;
+    case 9: return rec->addl;
+    case 10: return rec->ss;
+    case 11: return rec->dvid;
+    default: break;
+    }
+    for (size_t t = 0; t < d->nsub; t++)
+        if (r >= d->sub[t].first && r < d->sub[t].first + d->sub[t].n)
+            return d->sub[t].id;
+    return NAN;
+}
+
+popk_data *popk_data_filter(const popk_data *d, const char *cond, int accept, popk_error *err)
+{
+    int col;
+    double value;
+    int rc = parse_condition(d, cond, &col, &value);
+    if (rc == -2) {
+        popk_error_set(err, POPK_ERR_ARG, d->path, 0, 0, "filter '%s': no such column", cond);
+        return NULL;
+    }
+    if (rc != 0) {
+        popk_error_set(err, POPK_ERR_ARG, NULL, 0, 0,
+                       "filter '%s': expected COLUMN=VALUE (e.g. SD=0)", cond);
+        return NULL;
+    }
+    unsigned char *keep = malloc(d->nrec ? d->nrec : 1);
+    if (!keep) {
+        popk_error_set(err, POPK_ERR_NOMEM, NULL, 0, 0, "out of memory");
+        return NULL;
+    }
+    for (size_t r = 0; r < d->nrec; r++) {
+        double v = col >= 0 ? d->cov[col].values[r] : item_value(d, r, col);
+        int match = v == value;
+        keep[r] = (unsigned char)(accept ? match : !match);
+    }
+    popk_data *s = popk_data_subset(d, keep, err);
+    free(keep);
+    return s;
+}

@@ -68,6 +68,14 @@ popk_data *popk_data_read(const char *path, popk_error *err);
 popk_data *popk_data_parse(const char *name, const char *buf, size_t len, popk_error *err);
 void popk_data_free(popk_data *d);
 
+/* A new dataset holding the records r with keep[r] != 0 (subjects left without records are
+ * dropped). The source is unchanged. */
+popk_data *popk_data_subset(const popk_data *d, const unsigned char *keep, popk_error *err);
+
+/* NONMEM's IGNORE=(COL.EQ.VALUE) (accept == 0) or ACCEPT=(COL.EQ.VALUE) (accept != 0):
+ * cond is "COL=VALUE", "COL==VALUE" or "COL.EQ.VALUE"; COL is a NONMEM item or any column. */
+popk_data *popk_data_filter(const popk_data *d, const char *cond, int accept, popk_error *err);
+
 /* Index of a covariate by case-insensitive name, or -1. */
 int popk_data_find_cov(const popk_data *d, const char *name);
 

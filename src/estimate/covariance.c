@@ -56,7 +56,7 @@ static popk_status fail(popk_estimate_result *res, popk_status code, const char 
 }
 
 /* Covariance, SE, correlation and its eigenvalues from R and S. */
-static popk_status finish(popk_estimate_result *res, popk_cov_kind kind, double *work,
+static popk_status finish(popk_estimate_result *res, popk_covstep_kind kind, double *work,
                           popk_error *err)
 {
     int n = res->npar;
@@ -114,7 +114,7 @@ static popk_status finish(popk_estimate_result *res, popk_cov_kind kind, double 
 }
 
 popk_status popk_estimate_covariance(popk_estimator *est, popk_method method,
-                                     popk_cov_kind kind, popk_estimate_result *res,
+                                     popk_covstep_kind kind, popk_estimate_result *res,
                                      popk_error *err)
 {
     const popk_problem *prob = popk_estimator_problem(est);

@@ -133,7 +133,7 @@ popk_status popk_estimator_joint_hessian(popk_estimator *est, int i, const doubl
 /* ---------------------------------------------------------------------------------------
  * Fit: outer optimisation, covariance step, per-subject outputs. */
 typedef enum { POPK_OPT_LBFGS, POPK_OPT_SLSQP, POPK_OPT_BOBYQA } popk_optimizer;
-typedef enum { POPK_COV_NONE, POPK_COV_SANDWICH, POPK_COV_R, POPK_COV_S } popk_cov_kind;
+typedef enum { POPK_COV_NONE, POPK_COV_SANDWICH, POPK_COV_R, POPK_COV_S } popk_covstep_kind;
 
 /* Called after each outer iteration (gradient algorithms: each evaluation with a gradient;
  * BOBYQA: each evaluation) with the OFV and the full natural-scale parameters. Return
@@ -144,7 +144,7 @@ typedef int (*popk_iter_fn)(int iteration, double ofv, const double *theta,
 typedef struct {
     popk_method method;
     popk_optimizer optimizer;
-    popk_cov_kind covariance;
+    popk_covstep_kind covariance;
     int nthreads;        /* <= 0: OpenMP default */
     int maxeval;         /* outer OFV evaluations (gradient ones excluded); <= 0: 2000 */
     double ftol_rel;     /* relative OFV change; <= 0: 1e-10 */
@@ -160,8 +160,8 @@ const char *popk_method_name(popk_method method);
 int popk_method_parse(const char *name, popk_method *method);
 const char *popk_optimizer_name(popk_optimizer optimizer);
 int popk_optimizer_parse(const char *name, popk_optimizer *optimizer);
-const char *popk_cov_kind_name(popk_cov_kind kind);
-int popk_cov_kind_parse(const char *name, popk_cov_kind *kind);
+const char *popk_covstep_name(popk_covstep_kind kind);
+int popk_covstep_parse(const char *name, popk_covstep_kind *kind);
 
 /* Default options: FOCE-I, LD_SLSQP (chosen by benchmark, see fit.c), sandwich covariance. */
 void popk_estimate_options_default(popk_estimate_options *opt);
@@ -203,7 +203,7 @@ void popk_estimate_result_free(popk_estimate_result *res);  /* NULL-safe */
 /* Covariance step at the full parameters (an estimator with that method's EBEs): fills the
  * covariance fields of res (which must have npar set and p holding the estimates). */
 popk_status popk_estimate_covariance(popk_estimator *est, popk_method method,
-                                     popk_cov_kind kind, popk_estimate_result *res,
+                                     popk_covstep_kind kind, popk_estimate_result *res,
                                      popk_error *err);
 
 #endif

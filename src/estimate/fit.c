@@ -66,16 +66,16 @@ int popk_optimizer_parse(const char *name, popk_optimizer *optimizer)
     return k >= 0 ? 0 : -1;
 }
 
-const char *popk_cov_kind_name(popk_cov_kind kind)
+const char *popk_covstep_name(popk_covstep_kind kind)
 {
     return kind >= 0 && kind < 4 ? cov_names[kind] : "unknown";
 }
 
-int popk_cov_kind_parse(const char *name, popk_cov_kind *kind)
+int popk_covstep_parse(const char *name, popk_covstep_kind *kind)
 {
     int k = lookup(cov_names, 4, name);
     if (k >= 0)
-        *kind = (popk_cov_kind)k;
+        *kind = (popk_covstep_kind)k;
     return k >= 0 ? 0 : -1;
 }
 

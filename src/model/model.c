@@ -1562,7 +1562,7 @@ static popk_status read_sections(ctx *c, const node *root)
     static const char *const keys[] = {"name", "description", "reference", "theta", "omega",
                                        "sigma", "covariates", "individual", "linear", "odes",
                                        "default_dose", "dosing", "observe", "derived",
-                                       "solver", NULL};
+                                       "solver", "fit", NULL};
     popk_model *m = c->m;
     popk_status st;
     if ((st = check_keys(c, root, keys, 0, "the model")))
@@ -1570,7 +1570,7 @@ static popk_status read_sections(ctx *c, const node *root)
     node **slot[] = {NULL, NULL, NULL, &c->sec_theta, &c->sec_omega, &c->sec_sigma,
                      &c->sec_cov, &c->sec_ind, &c->sec_linear, &c->sec_odes,
                      &c->sec_default_dose, &c->sec_dosing, &c->sec_observe, &c->sec_derived,
-                     &c->sec_solver};
+                     &c->sec_solver, NULL};
     for (int i = 0; i < root->n; i++) {
         const node *k = map_key(root, i);
         node *v = map_val(root, i);
@@ -1583,6 +1583,12 @@ static popk_status read_sections(ctx *c, const node *root)
             return st;
         if (j == 2 && (st = get_text(c, v, "reference", &m->reference)))
             return st;
+        if (j == 15) {
+            /* results written by 'popk fit' (informational; the estimates are the inits) */
+            if (!is_null(v) && (st = expect_kind(c, v, POPK_YT_MAP, "fit")))
+                return st;
+            continue;
+        }
         if (j >= 3) {
             if (is_null(v) && j != 10)
                 continue; /* an empty section is the same as an absent one */

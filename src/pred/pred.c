@@ -49,6 +49,8 @@ struct popk_pred_ws {
     popk_dual Rseg[8];  /* inputs of the ODE segment being integrated */
     popk_dual t;        /* current time */
     popk_linsys lin;
+    double lin_cache[POPK_LIN_NPAR * (1 + POPK_DUAL_MAX)];
+    int lin_valid;      /* lin was built from lin_cache (same nd) */
     popk_ode *ode;
     int ode_ns;
     const popk_binding *bind;
@@ -56,7 +58,7 @@ struct popk_pred_ws {
     size_t rec;         /* current record (for messages) */
     double id;
     int segment_failed;
-    double *out, *amt;
+    double *out, *amt, *ind;
     size_t cap_rec;
 };
 
@@ -112,6 +114,7 @@ void popk_pred_ws_free(popk_pred_ws *ws)
     free(ws->ev);
     free(ws->out);
     free(ws->amt);
+    free(ws->ind);
     free(ws);
 }
 
@@ -157,6 +160,19 @@ static popk_status linear_setup(popk_pred_ws *ws, popk_error *err)
 {
     const popk_model *m = ws->m;
     int nd = ws->nd;
+    /* Most records leave the structural parameters unchanged: reuse the system then. */
+    int stride = 1 + nd, same = ws->lin_valid;
+    for (int k = 0; k < POPK_LIN_NPAR && same; k++)
+        if (m->lin_slot[k] >= 0)
+            same = !memcmp(ws->lin_cache + k * (1 + POPK_DUAL_MAX), slot_ptr(ws, m->lin_slot[k]),
+                           sizeof(double) * (size_t)stride);
+    if (same)
+        return POPK_OK;
+    for (int k = 0; k < POPK_LIN_NPAR; k++)
+        if (m->lin_slot[k] >= 0)
+            memcpy(ws->lin_cache + k * (1 + POPK_DUAL_MAX), slot_ptr(ws, m->lin_slot[k]),
+                   sizeof(double) * (size_t)stride);
+    ws->lin_valid = 0;
     popk_dual p[POPK_LIN_NPAR];
     int have[POPK_LIN_NPAR];
     for (int k = 0; k < POPK_LIN_NPAR; k++) {
@@ -197,6 +213,7 @@ static popk_status linear_setup(popk_pred_ws *ws, popk_error *err)
         s->k31 = p[POPK_LIN_K31];
         s->ka = m->lin_depot ? p[POPK_LIN_KA] : pd_const(0.0, nd);
     }
+    ws->lin_valid = 1;
     return POPK_OK;
 }
 
@@ -783,7 +800,10 @@ static popk_status grow_results(popk_pred_ws *ws, size_t nrec, int nd, popk_erro
     double *a = realloc(ws->amt, sizeof(double) * per_amt * nrec);
     if (a)
         ws->amt = a;
-    if (!o || !a)
+    double *ind = realloc(ws->ind, sizeof(double) * (size_t)(m->nind > 0 ? m->nind : 1) * nrec);
+    if (ind)
+        ws->ind = ind;
+    if (!o || !a || !ind)
         return popk_error_set(err, POPK_ERR_NOMEM, NULL, 0, 0, "out of memory");
     ws->cap_rec = nrec;
     return POPK_OK;
@@ -819,6 +839,7 @@ popk_status popk_pred_subject(popk_pred_ws *ws, const popk_model *m, const popk_
     }
     if (m->kind == POPK_STRUCT_LINEAR)
         ws->lin.nd = nd;
+    ws->lin_valid = 0;
     reset_system(ws);
     ws->t = pd_const(sub->n ? d->rec[sub->first].time : 0.0, nd);
     int nout = m->nout, ncmt = m->ncmt;
@@ -834,6 +855,7 @@ popk_status popk_pred_subject(popk_pred_ws *ws, const popk_model *m, const popk_
         run_prog(ws, m->prog_pk);
         for (int k = 0; k < m->nind; k++) {
             double v = slot_ptr(ws, m->ind_slot + k)[0];
+            ws->ind[r * (size_t)m->nind + k] = v;
             if (!isfinite(v)) {
                 char msg[300];
                 snprintf(msg, sizeof msg, "individual parameter '%s' is %g (record at line %d)",
@@ -879,5 +901,7 @@ popk_status popk_pred_subject(popk_pred_ws *ws, const popk_model *m, const popk_
     res->nd = nd;
     res->out = ws->out;
     res->amt = ws->amt;
+    res->nind = m->nind;
+    res->ind = ws->ind;
     return POPK_OK;
 }

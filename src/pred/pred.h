@@ -45,6 +45,8 @@ typedef struct {
     int nout, ncmt, nd;
     const double *out;
     const double *amt;
+    int nind;
+    const double *ind;      /* ind[r * nind + k]: individual variable k at record r (values) */
 } popk_pred_result;
 
 /* Predict subject s of d (bound to m by b) at the given thetas (NULL: the model's initial

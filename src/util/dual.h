@@ -11,7 +11,7 @@
 #include <math.h>
 #include <string.h>
 
-#define POPK_DUAL_MAX 32
+#define POPK_DUAL_MAX 16
 
 typedef struct {
     double v;
@@ -20,9 +20,9 @@ typedef struct {
 
 static inline popk_dual pd_const(double v, int nd)
 {
-    popk_dual r;
+    (void)nd;
+    popk_dual r = {0};  /* whole struct: copies of it never read uninitialised memory */
     r.v = v;
-    memset(r.d, 0, sizeof(double) * (size_t)nd);
     return r;
 }
 

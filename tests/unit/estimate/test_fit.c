@@ -43,7 +43,7 @@ static void theo_problem(popk_problem *p)
     p->user = &theo;
 }
 
-static popk_estimate_result *fit(const popk_problem *p, popk_method method, popk_cov_kind cov,
+static popk_estimate_result *fit(const popk_problem *p, popk_method method, popk_covstep_kind cov,
                                  int nthreads, double *seconds)
 {
     popk_estimate_options opt;

@@ -158,11 +158,11 @@ static void test_names(void)
 {
     popk_method m;
     popk_optimizer o;
-    popk_cov_kind c;
+    popk_covstep_kind c;
     for (int k = 0; k < 4; k++) {
         CU_ASSERT_EQUAL(popk_method_parse(popk_method_name((popk_method)k), &m), 0);
         CU_ASSERT_EQUAL(m, k);
-        CU_ASSERT_EQUAL(popk_cov_kind_parse(popk_cov_kind_name((popk_cov_kind)k), &c), 0);
+        CU_ASSERT_EQUAL(popk_covstep_parse(popk_covstep_name((popk_covstep_kind)k), &c), 0);
         CU_ASSERT_EQUAL(c, k);
     }
     for (int k = 0; k < 3; k++) {
