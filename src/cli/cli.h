@@ -18,6 +18,10 @@ int popk_cmd_data(int argc, char **argv);
 int popk_cmd_check(int argc, char **argv);
 int popk_cmd_predict(int argc, char **argv);
 int popk_cmd_fit(int argc, char **argv);
+int popk_cmd_sim(int argc, char **argv);
+int popk_cmd_map(int argc, char **argv);
+int popk_cmd_vpc(int argc, char **argv);
+int popk_cmd_report(int argc, char **argv);
 
 /* Print an error to stderr as "FILE:LINE:COLUMN: message", then, when the error carries
  * the source line, that line and a caret under the column. */

@@ -13,6 +13,10 @@ static const struct {
     {"check", popk_cmd_check, "validate a model file (and a dataset against it)"},
     {"predict", popk_cmd_predict, "predict concentrations and amounts for a dataset"},
     {"fit", popk_cmd_fit, "estimate a population model (FOCE-I, FOCE, FO, Laplace)"},
+    {"sim", popk_cmd_sim, "simulate dosing regimens: percentiles, exposure, target attainment"},
+    {"map", popk_cmd_map, "individual Bayesian estimates and dose recommendation (TDM)"},
+    {"vpc", popk_cmd_vpc, "visual predictive check of a fitted model"},
+    {"report", popk_cmd_report, "HTML report of a fit with goodness-of-fit plots"},
 };
 
 static void usage(FILE *out)
