@@ -76,6 +76,19 @@ popk_data *popk_data_subset(const popk_data *d, const unsigned char *keep, popk_
  * cond is "COL=VALUE", "COL==VALUE" or "COL.EQ.VALUE"; COL is a NONMEM item or any column. */
 popk_data *popk_data_filter(const popk_data *d, const char *cond, int accept, popk_error *err);
 
+/* Building a dataset in memory (simulation designs, dosing candidates): records are added
+ * in order, subject by subject (a new id starts a new subject); covariates are numeric (for
+ * a model's categorical covariate give its numeric code). The record's line field is set to
+ * its 1-based index. */
+typedef struct popk_data_builder popk_data_builder;
+popk_data_builder *popk_data_builder_new(int ncov, const char *const *cov_names,
+                                         popk_error *err);
+popk_status popk_data_builder_add(popk_data_builder *b, double id, const popk_record *rec,
+                                  const double *cov, popk_error *err);
+/* The dataset (the builder is freed). */
+popk_data *popk_data_builder_finish(popk_data_builder *b);
+void popk_data_builder_free(popk_data_builder *b);
+
 /* Index of a covariate by case-insensitive name, or -1. */
 int popk_data_find_cov(const popk_data *d, const char *name);
 
