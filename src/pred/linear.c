@@ -312,8 +312,9 @@ static void fast_advance_d(const popk_linsys *s, double *A, const double *R, dou
 enum { NODE_A, NODE_B, NODE_C, NODE_ZERO };
 
 /* coef = dt^(k-1) E(nodes idx[0..k-1]) with partials. */
-static void coef_dual(popk_dual *coef, int k, const int *idx, const popk_dual *Y, const double *E,
-                      const popk_dual *tpow, int nd)
+static inline __attribute__((always_inline)) void
+coef_dual(popk_dual *coef, int k, const int *idx, const popk_dual *Y, const double *E,
+          const popk_dual *tpow, int nd)
 {
     if (k == 1) { /* d e^y = e^y dy */
         dl_exp(coef, &Y[idx[0]], nd);
@@ -337,8 +338,9 @@ static void coef_dual(popk_dual *coef, int k, const int *idx, const popk_dual *Y
     dl_mul(coef, coef, &tpow[k - 1], nd);
 }
 
-static int fast_advance_dual(const popk_linsys *s, popk_dual *A, const popk_dual *R,
-                             const popk_dual *dt, int nd)
+static inline __attribute__((always_inline)) int
+fast_advance_dual(const popk_linsys *s, popk_dual *A, const popk_dual *R, const popk_dual *dt,
+                  int nd)
 {
     const int two = s->ncmt == 2, dep = s->depot ? 1 : 0;
     popk_dual zero, k12, k21, r[2], Y[4], tpow[4];
@@ -529,8 +531,20 @@ int popk_linsys_advance(const popk_linsys *s, popk_dual *A, const popk_dual *R, 
 {
     if (problem(s, dt.v) || s->nd < 0 || s->nd > POPK_DUAL_MAX)
         return -1;
-    if (s->ncmt <= 2)
-        return fast_advance_dual(s, A, R, &dt, s->nd);
+    if (s->ncmt <= 2) {
+        /* constant nd for the usual small counts lets the compiler unroll every dual loop */
+        switch (s->nd) {
+        case 1: return fast_advance_dual(s, A, R, &dt, 1);
+        case 2: return fast_advance_dual(s, A, R, &dt, 2);
+        case 3: return fast_advance_dual(s, A, R, &dt, 3);
+        case 4: return fast_advance_dual(s, A, R, &dt, 4);
+        case 5: return fast_advance_dual(s, A, R, &dt, 5);
+        case 6: return fast_advance_dual(s, A, R, &dt, 6);
+        case 7: return fast_advance_dual(s, A, R, &dt, 7);
+        case 8: return fast_advance_dual(s, A, R, &dt, 8);
+        default: return fast_advance_dual(s, A, R, &dt, s->nd);
+        }
+    }
     return dl_advance(s, A, R, &dt, s->nd);
 }
 
