@@ -291,6 +291,10 @@ popk_ode *popk_ode_new(int n, int ns, popk_ode_rhs rhs, void *user, popk_error *
     if (!o->y)
         return ode_new_fail(o, err, POPK_ERR_NOMEM, "N_VNew_Serial", 0);
     N_VConst(0.0, o->y);
+    /* Fused vector kernels (inherited by clones): 3% fewer instructions without
+     * sensitivities, 15% fewer with 3 directions (callgrind, bench_ode). */
+    if (N_VEnableFusedOps_Serial(o->y, 1) != 0)
+        return ode_new_fail(o, err, POPK_ERR_SOLVER, "N_VEnableFusedOps_Serial", 0);
     o->cvode = CVodeCreate(CV_BDF, o->ctx);
     if (!o->cvode)
         return ode_new_fail(o, err, POPK_ERR_NOMEM, "CVodeCreate", 0);
@@ -526,7 +530,8 @@ static popk_status ode_output(popk_ode *o, double *y, double *s, popk_error *err
     return POPK_OK;
 }
 
-popk_status popk_ode_advance(popk_ode *o, double tout, double *y, double *s, popk_error *err)
+popk_status popk_ode_advance_smooth(popk_ode *o, double tout, double tsmooth, double *y,
+                                   double *s, popk_error *err)
 {
     if (!o)
         return popk_error_set(err, POPK_ERR_ARG, NULL, 0, 0, "popk_ode_advance: solver is NULL");
@@ -540,12 +545,25 @@ popk_status popk_ode_advance(popk_ode *o, double tout, double *y, double *s, pop
                               "popk_ode_advance: output time %.10g is before the current time "
                               "%.10g or not finite",
                               tout, o->t);
+    if (isnan(tsmooth) || tsmooth < tout)
+        return popk_error_set(err, POPK_ERR_ARG, NULL, 0, 0,
+                              "popk_ode_advance: smooth-until time %.10g is before the output "
+                              "time %.10g",
+                              tsmooth, tout);
     /* An interval below time round-off moves no state (CVODE would reject it as too close). */
     if (tout - o->t <= 4.0 * DBL_EPSILON * fmax(fabs(tout), fabs(o->t)))
         return ode_output(o, y, s, err);
 
+    popk_sunreal tn = o->t;
+    CVodeGetCurrentTime(o->cvode, &tn);
+    if (tsmooth < tn)
+        return popk_error_set(err, POPK_ERR_ARG, NULL, 0, 0,
+                              "popk_ode_advance: smooth-until time %.10g is before the time "
+                              "%.10g the solver already reached (an earlier call promised a "
+                              "smooth right-hand side beyond it)",
+                              tsmooth, (double)tn);
     ode_clear_diagnostics(o);
-    int flag = CVodeSetStopTime(o->cvode, tout);
+    int flag = CVodeSetStopTime(o->cvode, isinf(tsmooth) ? DBL_MAX : tsmooth);
     if (flag != CV_SUCCESS)
         return ode_fail(o, flag, tout, err);
     popk_sunreal tret = o->t;
@@ -559,6 +577,11 @@ popk_status popk_ode_advance(popk_ode *o, double tout, double *y, double *s, pop
     }
     o->t = tout;
     return ode_output(o, y, s, err);
+}
+
+popk_status popk_ode_advance(popk_ode *o, double tout, double *y, double *s, popk_error *err)
+{
+    return popk_ode_advance_smooth(o, tout, tout, y, s, err);
 }
 
 void popk_ode_get_stats(const popk_ode *o, popk_ode_stats *stats)

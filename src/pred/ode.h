@@ -58,6 +58,14 @@ popk_status popk_ode_reset(popk_ode *o, double t0, const double *y0, const doubl
  * a failure the solver needs popk_ode_reset before the next advance. */
 popk_status popk_ode_advance(popk_ode *o, double tout, double *y, double *s, popk_error *err);
 
+/* As popk_ode_advance, for a caller who knows the right-hand side stays smooth up to
+ * tsmooth (>= tout; the next dose or infusion change; INFINITY if none): the solver may
+ * step beyond tout, up to tsmooth, and interpolate at tout. With dense outputs between
+ * events this takes far fewer steps than stopping at every tout. tsmooth must not go back
+ * before a previous call's tsmooth until the next reset (POPK_ERR_ARG). */
+popk_status popk_ode_advance_smooth(popk_ode *o, double tout, double tsmooth, double *y,
+                                   double *s, popk_error *err);
+
 /* Work counters, cumulative since popk_ode_new (for benchmarks and tuning). */
 typedef struct {
     long resets;         /* popk_ode_reset calls that succeeded */

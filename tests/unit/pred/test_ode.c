@@ -45,14 +45,6 @@ static bateman_t bateman(double d, double ka, double ke, double t)
     return b;
 }
 
-static void two_cmt_rates(double k10, double k12, double k21, double *alpha, double *beta)
-{
-    double s = k10 + k12 + k21;
-    double disc = sqrt(s * s - 4.0 * k10 * k21);
-    *alpha = 0.5 * (s + disc);
-    *beta = 0.5 * (s - disc);
-}
-
 /* Bolus D into the central compartment: A1 = A e^{-alpha t} + B e^{-beta t}. */
 static void two_cmt_bolus(double d, double k10, double k12, double k21, double t, double *a1,
                           double *a2)
@@ -62,21 +54,6 @@ static void two_cmt_bolus(double d, double k10, double k12, double k21, double t
     double ea = exp(-al * t), eb = exp(-be * t);
     *a1 = d * ((al - k21) / (al - be) * ea + (k21 - be) / (al - be) * eb);
     *a2 = d * k12 / (al - be) * (eb - ea);
-}
-
-/* Bolus D into the depot: partial fractions of ka D (s + k21) / ((s+ka)(s+alpha)(s+beta)). */
-static void two_cmt_oral(const double p[4], double d, double t, double y[3])
-{
-    double ka = p[0], k10 = p[1], k12 = p[2], k21 = p[3];
-    double al, be;
-    two_cmt_rates(k10, k12, k21, &al, &be);
-    double ea = exp(-al * t), eb = exp(-be * t), ek = exp(-ka * t);
-    double ca = 1.0 / ((ka - al) * (be - al));
-    double cb = 1.0 / ((ka - be) * (al - be));
-    double ck = 1.0 / ((al - ka) * (be - ka));
-    y[0] = d * ek;
-    y[1] = ka * d * ((k21 - al) * ca * ea + (k21 - be) * cb * eb + (k21 - ka) * ck * ek);
-    y[2] = ka * d * k12 * (ca * ea + cb * eb + ck * ek);
 }
 
 /* Lambert W (principal branch, z >= 0) by Halley's iteration. */
