@@ -521,6 +521,38 @@ static void test_never_past_tout(void)
     popk_ode_free(o);
 }
 
+/* With a smooth-until time the solver may step beyond the outputs but never beyond it, and
+ * the interpolated outputs keep the accuracy of stopping at each output. */
+static void test_advance_smooth(void)
+{
+    faulty_model m = faulty_well_behaved();
+    popk_error err;
+    popk_ode *o = popk_ode_new(1, 1, faulty_rhs, &m, &err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(o);
+    popk_ode_set_tolerances(o, 1e-10, 1e-12, 100000);
+    double y0 = 5.0, y, s;
+    CU_ASSERT_EQUAL_FATAL(popk_ode_reset(o, 0.0, &y0, NULL, &err), POPK_OK);
+    for (double t = 0.5; t <= 12.0; t += 0.5) {
+        CU_ASSERT_EQUAL_FATAL(popk_ode_advance_smooth(o, t, 12.0, &y, &s, &err), POPK_OK);
+        CU_ASSERT(m.max_t_seen <= 12.0);
+        CU_ASSERT(close_enough(y, faulty_exact(m.k, 5.0, t), 1e-7, 0.0, "smooth advance", t));
+        double dydk = -25.0 * t / ((1.0 + m.k * 5.0 * t) * (1.0 + m.k * 5.0 * t));
+        CU_ASSERT(close_enough(s, dydk, 1e-5, 0.0, "smooth advance dy/dk", t));
+    }
+    /* Steps do not aim at 6 when smoothness extends to 12, so the solver ends past 6 + 1e-9
+     * and a smooth-until time of 6 + 1e-9 is refused. */
+    CU_ASSERT_EQUAL_FATAL(popk_ode_reset(o, 0.0, &y0, NULL, &err), POPK_OK);
+    CU_ASSERT_EQUAL(popk_ode_advance_smooth(o, 6.0, 12.0, &y, NULL, &err), POPK_OK);
+    CU_ASSERT_EQUAL(popk_ode_advance_smooth(o, 6.0 + 1e-9, 6.0 + 1e-9, &y, NULL, &err),
+                    POPK_ERR_ARG);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err.message, "already reached"));
+    CU_ASSERT_EQUAL(popk_ode_advance_smooth(o, 3.0, 2.0, &y, NULL, &err), POPK_ERR_ARG);
+    /* Unbounded smoothness. */
+    CU_ASSERT_EQUAL(popk_ode_advance_smooth(o, 20.0, INFINITY, &y, NULL, &err), POPK_OK);
+    CU_ASSERT(close_enough(y, faulty_exact(m.k, 5.0, 20.0), 1e-7, 0.0, "smooth advance", 20.0));
+    popk_ode_free(o);
+}
+
 static void test_same_time_and_backwards(void)
 {
     oral1_model m = {1.3, 0.11, 2};
@@ -763,6 +795,7 @@ int main(void)
     CU_add_test(s, "reset_cycles_match_uninterrupted", test_reset_cycles_match_uninterrupted);
     CU_add_test(s, "seven_doses_superposition", test_seven_doses_superposition);
     CU_add_test(s, "never_past_tout", test_never_past_tout);
+    CU_add_test(s, "advance_smooth", test_advance_smooth);
     CU_add_test(s, "same_time_and_backwards", test_same_time_and_backwards);
     CU_add_test(s, "independent_solvers", test_independent_solvers);
     CU_add_test(s, "robertson_stiff", test_robertson_stiff);
