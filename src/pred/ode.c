@@ -74,8 +74,10 @@ struct popk_ode {
     double *dfdq;      /* ns*n */
     double *atol_sens; /* ns copies of atol (CVodeSensSStolerances takes an array) */
 
-    double t;  /* time of y and ys */
-    int ready; /* reset done and no failure since */
+    double t;        /* time of y and ys */
+    int ready;       /* reset done and no failure since */
+    int sens_wanted; /* popk_ode_set_sensitivities; applied at the next reset */
+    int sens_active; /* directions integrated since the last reset: ns or 0 */
 
     popk_sun_message_sink sink;
     int solver_code;
@@ -274,6 +276,7 @@ popk_ode *popk_ode_new(int n, int ns, popk_ode_rhs rhs, void *user, popk_error *
     o->rtol = ODE_DEFAULT_RTOL;
     o->atol = ODE_DEFAULT_ATOL;
     o->max_steps = ODE_DEFAULT_MAX_STEPS;
+    o->sens_wanted = 1;
     o->sink.fn = ode_capture_message;
     o->sink.user = o;
 
@@ -387,8 +390,9 @@ popk_status popk_ode_reset(popk_ode *o, double t0, const double *y0, const doubl
             return popk_error_set(err, POPK_ERR_NUMERIC, NULL, 0, 0,
                                   "ODE reset at t = %.10g: initial state %d is %g", t0, i + 1,
                                   y0[i]);
+    int sens = o->sens_wanted ? o->ns : 0;
     if (s0)
-        for (int k = 0; k < o->ns; k++)
+        for (int k = 0; k < sens; k++)
             for (int i = 0; i < o->n; i++)
                 if (!isfinite(s0[(size_t)k * (size_t)o->n + (size_t)i]))
                     return popk_error_set(err, POPK_ERR_NUMERIC, NULL, 0, 0,
@@ -406,7 +410,7 @@ popk_status popk_ode_reset(popk_ode *o, double t0, const double *y0, const doubl
         return popk_error_set(err, POPK_ERR_SOLVER, NULL, 0, 0,
                               "ODE reset at t = %.10g failed: %s [CVODES: %s]", t0,
                               CVodeGetReturnFlagName(flag), o->solver_message);
-    if (o->ns > 0) {
+    if (sens > 0) {
         for (int k = 0; k < o->ns; k++) {
             double *s = N_VGetArrayPointer(o->ys[k]);
             if (s0)
@@ -420,7 +424,15 @@ popk_status popk_ode_reset(popk_ode *o, double t0, const double *y0, const doubl
                                   "ODE reset at t = %.10g failed (sensitivities): %s "
                                   "[CVODES: %s]",
                                   t0, CVodeGetReturnFlagName(flag), o->solver_message);
+    } else if (o->ns > 0) {
+        flag = CVodeSensToggleOff(o->cvode);
+        if (flag != CV_SUCCESS)
+            return popk_error_set(err, POPK_ERR_SOLVER, NULL, 0, 0,
+                                  "ODE reset at t = %.10g failed (sensitivities off): %s "
+                                  "[CVODES: %s]",
+                                  t0, CVodeGetReturnFlagName(flag), o->solver_message);
     }
+    o->sens_active = sens;
     o->t = t0;
     o->ready = 1;
     o->stats.resets++;
@@ -513,7 +525,7 @@ static popk_status ode_output(popk_ode *o, double *y, double *s, popk_error *err
     }
     if (y)
         memcpy(y, yv, sizeof(double) * (size_t)o->n);
-    for (int k = 0; k < o->ns; k++) {
+    for (int k = 0; k < o->sens_active; k++) {
         const double *sv = N_VGetArrayPointer(o->ys[k]);
         for (int i = 0; i < o->n; i++) {
             if (!isfinite(sv[i])) {
@@ -570,7 +582,7 @@ popk_status popk_ode_advance_smooth(popk_ode *o, double tout, double tsmooth, do
     flag = CVode(o->cvode, tout, o->y, &tret, CV_NORMAL);
     if (flag < 0)
         return ode_fail(o, flag, tout, err);
-    if (o->ns > 0) {
+    if (o->sens_active > 0) {
         flag = CVodeGetSens(o->cvode, &tret, o->ys);
         if (flag < 0)
             return ode_fail(o, flag, tout, err);
@@ -582,6 +594,12 @@ popk_status popk_ode_advance_smooth(popk_ode *o, double tout, double tsmooth, do
 popk_status popk_ode_advance(popk_ode *o, double tout, double *y, double *s, popk_error *err)
 {
     return popk_ode_advance_smooth(o, tout, tout, y, s, err);
+}
+
+void popk_ode_set_sensitivities(popk_ode *o, int enabled)
+{
+    if (o)
+        o->sens_wanted = enabled != 0;
 }
 
 void popk_ode_get_stats(const popk_ode *o, popk_ode_stats *stats)

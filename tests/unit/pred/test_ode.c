@@ -607,6 +607,61 @@ static void test_independent_solvers(void)
     popk_ode_free(b);
 }
 
+/* A solver made with directions can run without them, then with them again. */
+static void test_sensitivities_toggle(void)
+{
+    oral1_model m = {1.3, 0.11, 2};
+    popk_error err;
+    popk_ode *o = popk_ode_new(2, 2, oral1_rhs, &m, &err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(o);
+    popk_ode_set_tolerances(o, 1e-10, 1e-12, 100000);
+    double y0[2] = {DOSE, 0.0}, y[2], s[4] = {-7.0, -7.0, -7.0, -7.0};
+    popk_ode_set_sensitivities(o, 0);
+    CU_ASSERT_EQUAL_FATAL(popk_ode_reset(o, 0.0, y0, NULL, &err), POPK_OK);
+    CU_ASSERT_EQUAL_FATAL(popk_ode_advance(o, 5.0, y, s, &err), POPK_OK);
+    bateman_t b = bateman(DOSE, m.ka, m.ke, 5.0);
+    CU_ASSERT(close_enough(y[1], b.ac, 1e-7, 0.0, "central, no sensitivities", 5.0));
+    CU_ASSERT(s[0] == -7.0 && s[3] == -7.0);
+    popk_ode_stats st;
+    popk_ode_get_stats(o, &st);
+    CU_ASSERT_EQUAL(st.sens_rhs_evals, 0);
+    popk_ode_set_sensitivities(o, 1);
+    CU_ASSERT_EQUAL_FATAL(popk_ode_reset(o, 0.0, y0, NULL, &err), POPK_OK);
+    CU_ASSERT_EQUAL_FATAL(popk_ode_advance(o, 5.0, y, s, &err), POPK_OK);
+    CU_ASSERT(close_enough(s[1], b.dac_dka, 1e-5, 0.0, "dAc/dka after toggling", 5.0));
+    CU_ASSERT(close_enough(s[3], b.dac_dke, 1e-5, 0.0, "dAc/dke after toggling", 5.0));
+    popk_ode_free(o);
+}
+
+/* One solver per thread: subjects integrated in parallel give bit-identical results to the
+ * same subjects integrated serially. */
+static void test_threads(void)
+{
+    enum { NSUB = 8 };
+    double serial[NSUB][3], parallel[NSUB][3];
+    int failures = 0;
+    for (int pass = 0; pass < 2; pass++) {
+        double (*out)[3] = pass == 0 ? serial : parallel;
+#pragma omp parallel for num_threads(2) schedule(dynamic) reduction(+ : failures) if (pass == 1)
+        for (int i = 0; i < NSUB; i++) {
+            oral2_model m = {{0.5 + 0.1 * i, 0.12, 0.35, 0.07}, 3};
+            popk_error err;
+            popk_ode *o = popk_ode_new(3, 3, oral2_rhs, &m, &err);
+            double y0[3] = {DOSE, 0.0, 0.0};
+            if (!o || popk_ode_reset(o, 0.0, y0, NULL, &err) != POPK_OK ||
+                popk_ode_advance(o, 30.0, out[i], NULL, &err) != POPK_OK)
+                failures++;
+            popk_ode_free(o);
+        }
+    }
+    CU_ASSERT_EQUAL(failures, 0);
+    CU_ASSERT(memcmp(serial, parallel, sizeof serial) == 0);
+    double ref[3];
+    oral2_model m0 = {{0.5, 0.12, 0.35, 0.07}, 0};
+    two_cmt_oral(m0.p, DOSE, 30.0, ref);
+    CU_ASSERT(close_enough(parallel[0][1], ref[1], 1e-6, 0.0, "threaded central", 30.0));
+}
+
 /* ---- tests: stiffness and faults ---------------------------------------------------- */
 
 static void test_robertson_stiff(void)
@@ -798,6 +853,8 @@ int main(void)
     CU_add_test(s, "advance_smooth", test_advance_smooth);
     CU_add_test(s, "same_time_and_backwards", test_same_time_and_backwards);
     CU_add_test(s, "independent_solvers", test_independent_solvers);
+    CU_add_test(s, "sensitivities_toggle", test_sensitivities_toggle);
+    CU_add_test(s, "threads", test_threads);
     CU_add_test(s, "robertson_stiff", test_robertson_stiff);
     CU_add_test(s, "fault_nan_rhs", test_fault_nan_rhs);
     CU_add_test(s, "fault_transient_nan_recovers", test_fault_transient_nan_recovers);
