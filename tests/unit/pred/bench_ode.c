@@ -117,7 +117,9 @@ typedef struct {
 } run_result;
 
 /* Event loop over one subject: a dose is a reset with the amount added; other records are
- * outputs. recreate: build a fresh solver at every dose instead of resetting. */
+ * outputs. recreate: build a fresh solver at every dose instead of resetting. smooth: 0 =
+ * stop at every record, 1 = step past records up to the next dose, 2 = also reset (restart
+ * the integrator) at every record. */
 static int run_subject(const subject *s, int ns, double rtol, double atol, int recreate,
                        int smooth, popk_ode **solver, oral2_model *model, double *max_rel_err,
                        popk_ode_stats *acc)
@@ -130,7 +132,7 @@ static int run_subject(const subject *s, int ns, double rtol, double atol, int r
     for (int i = 0; i < s->nrec; i++) {
         const record *r = &s->rec[i];
         double tsmooth = r->time;
-        if (smooth) {
+        if (smooth == 1) {
             tsmooth = INFINITY;
             for (int j = i; j < s->nrec; j++)
                 if (s->rec[j].evid == 1) {
@@ -141,6 +143,11 @@ static int run_subject(const subject *s, int ns, double rtol, double atol, int r
         if (started &&
             popk_ode_advance_smooth(*solver, r->time, tsmooth, y, ns ? sens : NULL, &err) !=
                 POPK_OK) {
+            fprintf(stderr, "bench_ode: %s\n", err.message);
+            return -1;
+        }
+        if (smooth == 2 && started && r->evid != 1 &&
+            popk_ode_reset(*solver, r->time, y, ns ? sens : NULL, &err) != POPK_OK) {
             fprintf(stderr, "bench_ode: %s\n", err.message);
             return -1;
         }
@@ -243,6 +250,8 @@ int main(int argc, char **argv)
         double rtol, atol;
         int recreate, smooth;
     } cases[] = {
+        {"reset at each record, 1e-6, ns=0", 0, 1e-6, 1e-6, 0, 2},
+        {"reset at each record, 1e-6, ns=3", 3, 1e-6, 1e-6, 0, 2},
         {"stop at each record, 1e-6, ns=0", 0, 1e-6, 1e-6, 0, 0},
         {"stop at each record, 1e-6, ns=3", 3, 1e-6, 1e-6, 0, 0},
         {"stop at doses only, 1e-6, ns=0", 0, 1e-6, 1e-6, 0, 1},
