@@ -7,14 +7,16 @@
  * - Sensitivity right-hand sides use the all-directions form (CVodeSensInit with a
  *   CVSensRhsFn): one model evaluation gives J and every df/dq_k, then s_k' = J s_k + df/dq_k.
  * - The staggered corrector (CV_STAGGERED): the state Newton iteration converges first, and
- *   only then are the sensitivities corrected; since their equations are linear, that takes
- *   about one iteration per step, so the (dual-number, hence costlier) sensitivity callback
- *   runs far fewer times than in the simultaneous corrector, which evaluates it at every
- *   state Newton iteration.
+ *   only then are the sensitivities corrected (linear equations: about one iteration). The
+ *   sensitivity callback (dual numbers in the model, the costly one) thus never runs for a
+ *   state iteration that fails or needs more passes; the simultaneous corrector calls it at
+ *   every state Newton iteration. Measured on linear 2-cmt and Michaelis-Menten models,
+ *   where Newton takes about one iteration, both give the same number of sensitivity calls
+ *   and the same instruction count within 1%; staggered adds one plain evaluation per step.
  * - Sensitivities take part in the error test (CVodeSetSensErrCon): estimators need
  *   gradients as accurate as the states.
- * - Every advance sets the stop time to tout, so the solver never evaluates the right-hand
- *   side past tout, where the caller's model may be discontinuous (next dose, infusion end).
+ * - Every advance sets the stop time to tout (or to the caller's smooth-until time), so the
+ *   solver never evaluates the right-hand side where the model may be discontinuous.
  * - Non-finite right-hand-side, Jacobian or sensitivity values are caught in the callbacks:
  *   the first few in one advance return "recoverable" (a smaller step may avoid the bad
  *   region), then "fatal"; the failure is reported with its time and component. */
@@ -25,7 +27,6 @@
 
 #include <float.h>
 #include <math.h>
-#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -393,12 +394,14 @@ popk_status popk_ode_reset(popk_ode *o, double t0, const double *y0, const doubl
     int sens = o->sens_wanted ? o->ns : 0;
     if (s0)
         for (int k = 0; k < sens; k++)
-            for (int i = 0; i < o->n; i++)
-                if (!isfinite(s0[(size_t)k * (size_t)o->n + (size_t)i]))
+            for (int i = 0; i < o->n; i++) {
+                double v = s0[(size_t)k * (size_t)o->n + (size_t)i];
+                if (!isfinite(v))
                     return popk_error_set(err, POPK_ERR_NUMERIC, NULL, 0, 0,
                                           "ODE reset at t = %.10g: initial sensitivity of state "
                                           "%d in direction %d is %g",
-                                          t0, i + 1, k + 1, s0[(size_t)k * (size_t)o->n + (size_t)i]);
+                                          t0, i + 1, k + 1, v);
+            }
 
     ode_clear_diagnostics(o);
     long steps = 0;

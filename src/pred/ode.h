@@ -45,14 +45,16 @@ popk_status popk_ode_reset(popk_ode *o, double t0, const double *y0, const doubl
                            popk_error *err);
 
 /* Integrate to tout (>= current time, never past tout), write y[n] and s[ns*n] (s may be
- * NULL; s[k*n + i] = d y_i / d q_k, the layout of s0 too). On failure sets err with the time and SUNDIALS' reason (too much work, error test
- * failures, convergence failures, a callback failure, NaN in the right-hand side). */
-/* Details: the right-hand side is never evaluated past tout (CVODE stop time), so the model
+ * NULL; s[k*n + i] = d y_i / d q_k, the layout of s0 too). On failure sets err with the time
+ * and SUNDIALS' reason (too much work, error test failures, convergence failures, a callback
+ * failure, NaN in the right-hand side).
+ * Details: the right-hand side is never evaluated past tout (CVODE stop time), so the model
  * may change discontinuously at tout. y may be NULL too. Successive advances continue the
- * same integration (no restart). tout equal to the current time (within time round-off)
- * returns the current state. Outputs are checked finite. Non-finite values from the
- * callback (state, Jacobian or sensitivity right-hand side) are answered "recoverable" the
- * first few times in one advance (the solver retries with a smaller step), then "fatal". Error codes:
+ * same integration (no restart: reset only at discontinuities, a restart costs steps).
+ * tout equal to the current time (within time round-off) returns the current state.
+ * Outputs are checked finite. Non-finite values from the callback (state, Jacobian or
+ * sensitivity right-hand side) are answered "recoverable" the first few times in one
+ * advance (the solver retries with a smaller step), then "fatal". Error codes:
  * POPK_ERR_NUMERIC (non-finite values), POPK_ERR_SOLVER (too much work, error-test or
  * convergence failures, callback status), POPK_ERR_ARG (tout in the past, no reset). After
  * a failure the solver needs popk_ode_reset before the next advance. */
