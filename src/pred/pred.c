@@ -551,11 +551,16 @@ static int solve_dual(int n, int nd, double *M, popk_dual *b)
 /* Steady-state amounts just before a pattern dose: the fixed point x = cycle(x), found by
  * Newton's method on the periodic orbit with a finite-difference Jacobian of the cycle map
  * (exact in one step for linear systems; iterated to a relative change of 1e-10 for
- * nonlinear ODEs). Partials follow from the implicit function theorem through the duals. */
+ * nonlinear ODEs). Partials follow from the implicit function theorem through the duals:
+ * each Newton step evaluates the cycle at the current x with its partials, so the step
+ * after the values have converged makes the partials exact. For linear systems that is the
+ * second step: the first starts from x = 0 and misses the parameter dependence of the
+ * cycle's Jacobian (dM/dp x). */
 static popk_status ss_fixed_point(popk_pred_ws *ws, const dose_spec *ds, popk_dual t0,
                                   popk_dual *x, popk_error *err)
 {
     int n = ws->n, nd = ws->nd;
+    int linear = ws->m->kind == POPK_STRUCT_LINEAR;
     popk_dual y[8], yh[8], xh[8];
     double M[64];
     for (int i = 0; i < n; i++)
@@ -564,9 +569,9 @@ static popk_status ss_fixed_point(popk_pred_ws *ws, const dose_spec *ds, popk_du
         popk_status st = ss_cycle(ws, ds, t0, x, y, err);
         if (st != POPK_OK)
             return st;
-        for (int k = 0; k < n; k++) {
+        for (int k = 0; k < n && !(linear && iter > 0); k++) {
             double h = fmax(1e-6 * fabs(x[k].v), 1e-6 * (fabs(ds->amount.v) + fabs(ds->rate.v)));
-            if (ws->m->kind == POPK_STRUCT_LINEAR)
+            if (linear)
                 h = 1.0; /* the cycle map is affine: any step is exact */
             for (int i = 0; i < n; i++)
                 xh[i] = x[i];
@@ -588,7 +593,7 @@ static popk_status ss_fixed_point(popk_pred_ws *ws, const dose_spec *ds, popk_du
             change = fmax(change, fabs(delta[i].v));
             size = fmax(size, fabs(x[i].v));
         }
-        if (ws->m->kind == POPK_STRUCT_LINEAR || change <= 1e-10 * size + 1e-14)
+        if (linear ? nd == 0 || iter == 1 : change <= 1e-10 * size + 1e-14)
             return POPK_OK;
     }
     return fail(ws, err, POPK_ERR_NOCONV, "steady state did not converge in 100 Newton steps",
