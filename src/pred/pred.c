@@ -58,6 +58,8 @@ struct popk_pred_ws {
     size_t rec;         /* current record (for messages) */
     double id;
     int segment_failed;
+    int bad_cmt;        /* the compartment whose right-hand side was not finite, and when */
+    double bad_t, bad_value;
     double *out, *amt, *ind;
     size_t cap_rec;
 };
@@ -153,6 +155,28 @@ static popk_status fail(popk_pred_ws *ws, popk_error *err, popk_status code, con
     return popk_error_set(err, code, NULL, 0, 0, "subject ID %g, time %g: %s", ws->id, t, what);
 }
 
+/* Where a structural parameter or dosing attribute held in slot comes from, for messages:
+ * the individual parameter with the same value (these are almost always plain names of
+ * individual parameters) and the record, e.g. "; from individual parameter 'v' = tv * (WT -
+ * 80) (record at line 4)". */
+static void describe_source(popk_pred_ws *ws, int slot, char *buf, size_t size)
+{
+    const popk_model *m = ws->m;
+    double v = slot_ptr(ws, slot)[0];
+    int from = -1;
+    for (int k = 0; k < m->nind; k++) {
+        double w = slot_ptr(ws, m->ind_slot + k)[0];
+        if (w == v || (isnan(v) && isnan(w)))
+            from = k;
+    }
+    int line = ws->data ? ws->data->rec[ws->rec].line : 0;
+    if (from >= 0)
+        snprintf(buf, size, "; from individual parameter '%s' = %s (record at line %d)",
+                 m->ind_name[from], m->ind_text[from], line);
+    else
+        snprintf(buf, size, " (record at line %d)", line);
+}
+
 /* ---- the structural system: advance the amounts over a step ----------------------------- */
 
 /* Build the linear system's micro-constants from the current individual parameters. */
@@ -181,9 +205,11 @@ static popk_status linear_setup(popk_pred_ws *ws, popk_error *err)
         if (have[k] && !(isfinite(p[k].v) && p[k].v >= 0.0)) {
             static const char *names[POPK_LIN_NPAR] = {"CL", "V", "Q", "V2", "Q3", "V3", "KA",
                                                        "K", "K12", "K21", "K13", "K31"};
-            char msg[160];
-            snprintf(msg, sizeof msg, "linear model parameter %s is %g (must be finite and >= 0)",
-                     names[k], p[k].v);
+            char msg[600], src[400];
+            describe_source(ws, m->lin_slot[k], src, sizeof src);
+            snprintf(msg, sizeof msg,
+                     "linear model parameter %s is %g (must be finite and >= 0)%s", names[k],
+                     p[k].v, src);
             return fail(ws, err, POPK_ERR_NUMERIC, msg, rec_time(ws, ws->rec));
         }
     }
@@ -270,8 +296,14 @@ static int ode_rhs(double t, const double *y, double *ydot, double *jac, double 
     for (int i = 0; i < n; i++) {
         const double *d = ws->ode_slots + (size_t)(m->deriv_slot + i) * ostride;
         ydot[i] = d[0] + ws->Rseg[i].v;
-        if (!isfinite(ydot[i]))
+        if (!isfinite(ydot[i])) {
+            if (!ws->segment_failed) {
+                ws->bad_cmt = i;
+                ws->bad_t = t;
+                ws->bad_value = ydot[i];
+            }
             return ws->segment_failed = 1, 1;
+        }
         if (jac)
             for (int j = 0; j < n; j++)
                 jac[i * n + j] = d[1 + j];
@@ -343,8 +375,16 @@ static popk_status advance(popk_pred_ws *ws, popk_dual *A, const popk_dual *R, p
     popk_error_clear(&e2);
     if (popk_ode_reset(ws->ode, t0.v, y, nd ? s : NULL, &e2) != POPK_OK ||
         popk_ode_advance(ws->ode, t0.v + dt.v, y, nd ? s : NULL, &e2) != POPK_OK) {
-        char msg[600];
-        snprintf(msg, sizeof msg, "ODE solver failed: %s", e2.message);
+        /* Name the first non-finite right-hand side: the solver only sees "failed". */
+        char msg[900];
+        if (ws->segment_failed) {
+            snprintf(msg, sizeof msg,
+                     "the right-hand side of compartment '%s' is %g at t = %.10g (amounts "
+                     "non-finite or the model undefined there); %s",
+                     m->cmt_name[ws->bad_cmt], ws->bad_value, ws->bad_t, e2.message);
+            return fail(ws, err, POPK_ERR_SOLVER, msg, ws->bad_t);
+        }
+        snprintf(msg, sizeof msg, "%s", e2.message);
         return fail(ws, err, POPK_ERR_SOLVER, msg, t0.v);
     }
     for (int i = 0; i < n; i++) {
@@ -696,7 +736,7 @@ static popk_status resolve_dose(popk_pred_ws *ws, const popk_record *rec, dose_s
     const popk_model *m = ws->m;
     int nd = ws->nd;
     int cmt = rec->cmt == 0 ? m->default_dose_cmt : rec->cmt;
-    char msg[200];
+    char msg[600], src[400];
     if (cmt < 1 || cmt > m->ncmt) {
         snprintf(msg, sizeof msg, "dose into compartment %d, which the model does not have",
                  rec->cmt);
@@ -706,11 +746,13 @@ static popk_status resolve_dose(popk_pred_ws *ws, const popk_record *rec, dose_s
     popk_dual f = at->f_slot >= 0 ? slot_get(ws, at->f_slot) : pd_const(1.0, nd);
     popk_dual lag = at->alag_slot >= 0 ? slot_get(ws, at->alag_slot) : pd_const(0.0, nd);
     if (!isfinite(f.v) || f.v < 0.0) {
-        snprintf(msg, sizeof msg, "bioavailability of compartment %d is %g", cmt, f.v);
+        describe_source(ws, at->f_slot, src, sizeof src);
+        snprintf(msg, sizeof msg, "bioavailability of compartment %d is %g%s", cmt, f.v, src);
         return fail(ws, err, POPK_ERR_NUMERIC, msg, rec->time);
     }
     if (!isfinite(lag.v) || lag.v < 0.0) {
-        snprintf(msg, sizeof msg, "lag time of compartment %d is %g", cmt, lag.v);
+        describe_source(ws, at->alag_slot, src, sizeof src);
+        snprintf(msg, sizeof msg, "lag time of compartment %d is %g%s", cmt, lag.v, src);
         return fail(ws, err, POPK_ERR_NUMERIC, msg, rec->time);
     }
     memset(ds, 0, sizeof *ds);
@@ -738,7 +780,9 @@ static popk_status resolve_dose(popk_pred_ws *ws, const popk_record *rec, dose_s
         ds->infusion = 1;
         ds->rate = slot_get(ws, at->rate_slot);
         if (!(ds->rate.v > 0.0) || !isfinite(ds->rate.v)) {
-            snprintf(msg, sizeof msg, "modelled infusion rate is %g (must be > 0)", ds->rate.v);
+            describe_source(ws, at->rate_slot, src, sizeof src);
+            snprintf(msg, sizeof msg, "modelled infusion rate is %g (must be > 0)%s",
+                     ds->rate.v, src);
             return fail(ws, err, POPK_ERR_NUMERIC, msg, rec->time);
         }
         ds->dur = pd_div(ds->amount, ds->rate, nd);
@@ -750,8 +794,9 @@ static popk_status resolve_dose(popk_pred_ws *ws, const popk_record *rec, dose_s
         ds->infusion = 1;
         ds->dur = slot_get(ws, at->dur_slot);
         if (!(ds->dur.v > 0.0) || !isfinite(ds->dur.v)) {
-            snprintf(msg, sizeof msg, "modelled infusion duration is %g (must be > 0)",
-                     ds->dur.v);
+            describe_source(ws, at->dur_slot, src, sizeof src);
+            snprintf(msg, sizeof msg, "modelled infusion duration is %g (must be > 0)%s",
+                     ds->dur.v, src);
             return fail(ws, err, POPK_ERR_NUMERIC, msg, rec->time);
         }
         ds->rate = pd_div(ds->amount, ds->dur, nd);
@@ -862,9 +907,10 @@ popk_status popk_pred_subject(popk_pred_ws *ws, const popk_model *m, const popk_
             double v = slot_ptr(ws, m->ind_slot + k)[0];
             ws->ind[r * (size_t)m->nind + k] = v;
             if (!isfinite(v)) {
-                char msg[300];
-                snprintf(msg, sizeof msg, "individual parameter '%s' is %g (record at line %d)",
-                         m->ind_name[k], v, rec->line);
+                char msg[600];
+                snprintf(msg, sizeof msg,
+                         "individual parameter '%s' = %s is %g (record at line %d)",
+                         m->ind_name[k], m->ind_text[k], v, rec->line);
                 return fail(ws, err, POPK_ERR_NUMERIC, msg, rec->time);
             }
         }
