@@ -53,6 +53,12 @@ struct popk_pred_ws {
     int lin_valid;      /* lin was built from lin_cache (same nd) */
     popk_ode *ode;
     int ode_ns;
+    /* Where the solver's last segment ended: a segment that starts from exactly there (same
+     * time, amounts, inputs and parameters, all with partials) continues the integration
+     * instead of restarting it, so records without a discontinuity cost no restart. */
+    int ode_live;
+    popk_dual ode_t, ode_A[8], ode_R[8];
+    double *ode_frame;  /* slots [0, time_slot) the right-hand side read */
     const popk_binding *bind;
     const popk_data *data;
     size_t rec;         /* current record (for messages) */
@@ -92,9 +98,11 @@ popk_pred_ws *popk_pred_ws_new(const popk_model *m, popk_error *err)
     ws->stack = calloc((size_t)stack * stride, sizeof(double));
     ws->ode_slots = calloc((size_t)m->nslots * stride, sizeof(double));
     ws->ode_stack = calloc((size_t)stack * stride, sizeof(double));
+    ws->ode_frame = calloc((size_t)m->nslots * stride, sizeof(double));
     ws->cap_ev = 16;
     ws->ev = malloc(sizeof(pend_event) * (size_t)ws->cap_ev);
-    if (!ws->slots || !ws->stack || !ws->ode_slots || !ws->ode_stack || !ws->ev)
+    if (!ws->slots || !ws->stack || !ws->ode_slots || !ws->ode_stack || !ws->ode_frame ||
+        !ws->ev)
         goto nomem;
     ws->ode_ns = -1;
     return ws;
@@ -113,6 +121,7 @@ void popk_pred_ws_free(popk_pred_ws *ws)
     free(ws->stack);
     free(ws->ode_slots);
     free(ws->ode_stack);
+    free(ws->ode_frame);
     free(ws->ev);
     free(ws->out);
     free(ws->amt);
@@ -249,6 +258,7 @@ static popk_status ode_setup(popk_pred_ws *ws, popk_error *err)
     if (ws->ode && ws->ode_ns == ws->nd)
         return POPK_OK;
     popk_ode_free(ws->ode);
+    ws->ode_live = 0;
     ws->ode = popk_ode_new(ws->n, ws->nd, ode_rhs, ws, err);
     if (!ws->ode)
         return err ? err->code : POPK_ERR_SOLVER;
@@ -323,6 +333,11 @@ static int ode_f(popk_pred_ws *ws, double t, const popk_dual *A, double *f)
     return ode_rhs(t, y, f, NULL, NULL, ws);
 }
 
+static int same_dual(const popk_dual *a, const popk_dual *b, int nd)
+{
+    return a->v == b->v && !memcmp(a->d, b->d, sizeof(double) * (size_t)nd);
+}
+
 /* Advance amounts A from time t0 over dt with the inputs R (all duals). */
 static popk_status advance(popk_pred_ws *ws, popk_dual *A, const popk_dual *R, popk_dual t0,
                            popk_dual dt, popk_error *err)
@@ -354,12 +369,18 @@ static popk_status advance(popk_pred_ws *ws, popk_dual *A, const popk_dual *R, p
     popk_status st = ode_setup(ws, err);
     if (st != POPK_OK)
         return st;
+    size_t frame = (size_t)m->time_slot * (size_t)(1 + nd);
+    int cont = ws->ode_live && same_dual(&t0, &ws->ode_t, nd) &&
+               !memcmp(ws->ode_frame, ws->slots, sizeof(double) * frame);
+    for (int i = 0; i < n && cont; i++)
+        cont = same_dual(&A[i], &ws->ode_A[i], nd) && same_dual(&R[i], &ws->ode_R[i], nd);
+    ws->ode_live = 0;
     for (int i = 0; i < n; i++)
         ws->Rseg[i] = R[i];
     double y[8], s[8 * POPK_DUAL_MAX], f[8] = {0};
     for (int i = 0; i < n; i++)
         y[i] = A[i].v;
-    if (nd > 0) {
+    if (nd > 0 && !cont) {
         /* Starting later by dt0 shifts the trajectory: ds = -f(x0) d(t0). */
         int need_shift = 0;
         for (int k = 0; k < nd; k++)
@@ -373,7 +394,7 @@ static popk_status advance(popk_pred_ws *ws, popk_dual *A, const popk_dual *R, p
     ws->segment_failed = 0;
     popk_error e2;
     popk_error_clear(&e2);
-    if (popk_ode_reset(ws->ode, t0.v, y, nd ? s : NULL, &e2) != POPK_OK ||
+    if ((!cont && popk_ode_reset(ws->ode, t0.v, y, nd ? s : NULL, &e2) != POPK_OK) ||
         popk_ode_advance(ws->ode, t0.v + dt.v, y, nd ? s : NULL, &e2) != POPK_OK) {
         /* Name the first non-finite right-hand side: the solver only sees "failed". */
         char msg[900];
@@ -403,6 +424,13 @@ static popk_status advance(popk_pred_ws *ws, popk_dual *A, const popk_dual *R, p
             for (int i = 0; i < n; i++)
                 A[i].d[k] = s[k * n + i] + (need_shift ? f[i] * t1.d[k] : 0.0);
     }
+    ws->ode_live = 1;
+    ws->ode_t = pd_add(t0, dt, nd);
+    for (int i = 0; i < n; i++) {
+        ws->ode_A[i] = A[i];
+        ws->ode_R[i] = R[i];
+    }
+    memcpy(ws->ode_frame, ws->slots, sizeof(double) * frame);
     return POPK_OK;
 }
 
@@ -890,6 +918,7 @@ popk_status popk_pred_subject(popk_pred_ws *ws, const popk_model *m, const popk_
     if (m->kind == POPK_STRUCT_LINEAR)
         ws->lin.nd = nd;
     ws->lin_valid = 0;
+    ws->ode_live = 0;
     reset_system(ws);
     ws->t = pd_const(sub->n ? d->rec[sub->first].time : 0.0, nd);
     int nout = m->nout, ncmt = m->ncmt;
