@@ -623,21 +623,24 @@ static int solve_dual(int n, int nd, double *M, popk_dual *b)
  * each Newton step evaluates the cycle at the current x with its partials, so the step
  * after the values have converged makes the partials exact. For linear systems that is the
  * second step: the first starts from x = 0 and misses the parameter dependence of the
- * cycle's Jacobian (dM/dp x). */
+ * cycle's Jacobian (dM/dp x). For nonlinear ODEs the Jacobian (n + 1 cycles) is kept while
+ * each step shrinks the change tenfold (chord iterations, one cycle each) and rebuilt when
+ * convergence slows. */
 static popk_status ss_fixed_point(popk_pred_ws *ws, const dose_spec *ds, popk_dual t0,
                                   popk_dual *x, popk_error *err)
 {
     int n = ws->n, nd = ws->nd;
     int linear = ws->m->kind == POPK_STRUCT_LINEAR;
     popk_dual y[8], yh[8], xh[8];
-    double M[64];
+    double M[64], last_change = INFINITY;
+    int rebuild = 1;
     for (int i = 0; i < n; i++)
         x[i] = pd_const(0.0, nd);
     for (int iter = 0; iter < 100; iter++) {
         popk_status st = ss_cycle(ws, ds, t0, x, y, err);
         if (st != POPK_OK)
             return st;
-        for (int k = 0; k < n && !(linear && iter > 0); k++) {
+        for (int k = 0; k < n && rebuild; k++) {
             double h = fmax(1e-6 * fabs(x[k].v), 1e-6 * (fabs(ds->amount.v) + fabs(ds->rate.v)));
             if (linear)
                 h = 1.0; /* the cycle map is affine: any step is exact */
@@ -663,6 +666,8 @@ static popk_status ss_fixed_point(popk_pred_ws *ws, const dose_spec *ds, popk_du
         }
         if (linear ? nd == 0 || iter == 1 : change <= 1e-10 * size + 1e-14)
             return POPK_OK;
+        rebuild = !linear && !(change < 0.1 * last_change);
+        last_change = change;
     }
     return fail(ws, err, POPK_ERR_NOCONV, "steady state did not converge in 100 Newton steps",
                 t0.v);
