@@ -931,13 +931,23 @@ popk_status popk_pred_subject(popk_pred_ws *ws, const popk_model *m, const popk_
         size_t ri = sub->first + r;
         const popk_record *rec = &d->rec[ri];
         ws->rec = ri;
+        /* The individual block reads thetas, etas and covariates only (the model refuses
+         * time there), so a record with the previous record's covariates leaves it, the
+         * structural parameters and the dosing attributes as they were. */
+        int same_cov = r > 0;
         for (int k = 0; k < m->ncov; k++) {
             double *p = slot_ptr(ws, m->cov[k].slot);
-            p[0] = b->cov[(size_t)k * b->nrec + ri];
+            double c = b->cov[(size_t)k * b->nrec + ri];
+            same_cov = same_cov && !memcmp(&p[0], &c, sizeof c);
+            p[0] = c;
         }
         slot_ptr(ws, m->time_slot)[0] = rec->time;
-        run_prog(ws, m->prog_pk);
-        for (int k = 0; k < m->nind; k++) {
+        if (same_cov && m->nind > 0)
+            memcpy(ws->ind + r * (size_t)m->nind, ws->ind + (r - 1) * (size_t)m->nind,
+                   sizeof(double) * (size_t)m->nind);
+        if (!same_cov)
+            run_prog(ws, m->prog_pk);
+        for (int k = 0; k < m->nind && !same_cov; k++) {
             double v = slot_ptr(ws, m->ind_slot + k)[0];
             ws->ind[r * (size_t)m->nind + k] = v;
             if (!isfinite(v)) {
@@ -948,7 +958,7 @@ popk_status popk_pred_subject(popk_pred_ws *ws, const popk_model *m, const popk_
                 return fail(ws, err, POPK_ERR_NUMERIC, msg, rec->time);
             }
         }
-        if (m->kind == POPK_STRUCT_LINEAR && (st = linear_setup(ws, err)) != POPK_OK)
+        if (!same_cov && m->kind == POPK_STRUCT_LINEAR && (st = linear_setup(ws, err)) != POPK_OK)
             return st;
         if (rec->evid == 3 || rec->evid == 4) {
             ws->t = pd_const(rec->time, nd);
