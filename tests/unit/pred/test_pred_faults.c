@@ -1,6 +1,7 @@
 /* pred engine faults: solver failures and invalid individual parameters give an error naming
  * the subject, the time, the failing check and (for parameters) the assignment and record;
- * 'popk predict' then exits non-zero with that message and leaves no --out file. */
+ * 'popk predict' then exits non-zero with that message and leaves no --out file. Also the
+ * wiring of 'popk predict' --params and --eta against the engine called directly. */
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
@@ -202,6 +203,71 @@ static void test_cli_no_partial_output(void)
     CU_ASSERT_EQUAL(system(cmd), 0);
 }
 
+/* popk predict with --params and --eta (ID 2 listed, others zero) gives the engine's
+ * predictions for those parameters, to the 10 significant digits it prints. */
+static void test_cli_params_and_etas(void)
+{
+    char dir[] = "/tmp/popk_pred_cli_XXXXXX";
+    CU_ASSERT_PTR_NOT_NULL_FATAL(mkdtemp(dir));
+    char params[256], etas[256], out[256], cmd[16384];
+    snprintf(params, sizeof params, "%s/params.txt", dir);
+    snprintf(etas, sizeof etas, "%s/eta.csv", dir);
+    snprintf(out, sizeof out, "%s/pred.csv", dir);
+    CU_ASSERT_FATAL(write_file(params, "# thetas\ntcl = 1.2\ntv = 3.3\nadd_sd = 0.5\n") == 0);
+    CU_ASSERT_FATAL(write_file(etas, "ID,SD,eta_v,eta_cl,eta_ka\n2,9,0.05,-0.2,0.1\n") == 0);
+    char model[4096], data[4096];
+    snprintf(model, sizeof model, "%s", popk_test_src("models/theophylline.yaml"));
+    snprintf(data, sizeof data, "%s", popk_test_src("datasets/theo_sd.csv"));
+    snprintf(cmd, sizeof cmd, "'%s' predict '%s' '%s' --params '%s' --eta '%s' --out '%s'",
+             getenv("POPK_EXE"), model, data, params, etas, out);
+    CU_ASSERT_EQUAL_FATAL(system(cmd), 0);
+
+    popk_error err;
+    popk_model *m = popk_model_load(model, &err);
+    popk_data *d = popk_data_read(data, &err);
+    CU_ASSERT_FATAL(m && d);
+    popk_binding *b = popk_model_bind(m, d, &err);
+    popk_pred_ws *ws = popk_pred_ws_new(m, &err);
+    CU_ASSERT_FATAL(b && ws);
+    double theta[3] = {0.45, 1.2, 3.3}; /* tka tcl tv */
+    FILE *f = fopen(out, "r");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(f);
+    char line[4096];
+    CU_ASSERT_PTR_NOT_NULL_FATAL(fgets(line, sizeof line, f));
+    CU_ASSERT_STRING_EQUAL(line, "ID,TIME,EVID,CMT,cp,A_depot,A_central\n");
+    size_t rows = 0;
+    for (size_t s = 0; s < d->nsub; s++) {
+        double eta[3] = {0, 0, 0};
+        if (d->sub[s].id == 2) {
+            eta[0] = 0.1;
+            eta[1] = -0.2;
+            eta[2] = 0.05;
+        }
+        popk_pred_result res;
+        CU_ASSERT_FATAL(popk_pred_subject(ws, m, d, b, s, theta, eta, NULL, &res, &err) ==
+                        POPK_OK);
+        for (size_t r = 0; r < res.nrec; r++, rows++) {
+            double id, t, cp, a1, a2;
+            int evid, cmt;
+            CU_ASSERT_FATAL(fgets(line, sizeof line, f) != NULL);
+            CU_ASSERT_FATAL(sscanf(line, "%lf,%lf,%d,%d,%lf,%lf,%lf", &id, &t, &evid, &cmt, &cp,
+                                   &a1, &a2) == 7);
+            CU_ASSERT_EQUAL(id, d->sub[s].id);
+            CU_ASSERT_DOUBLE_EQUAL(cp, res.out[r], 1e-9 * fabs(res.out[r]) + 1e-12);
+            CU_ASSERT_DOUBLE_EQUAL(a2, res.amt[r * 2 + 1], 1e-9 * fabs(res.amt[r * 2 + 1]) + 1e-12);
+        }
+    }
+    CU_ASSERT_PTR_NULL(fgets(line, sizeof line, f));
+    CU_ASSERT_EQUAL(rows, d->nrec);
+    fclose(f);
+    popk_pred_ws_free(ws);
+    popk_binding_free(b);
+    popk_data_free(d);
+    popk_model_free(m);
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    CU_ASSERT_EQUAL(system(cmd), 0);
+}
+
 int main(void)
 {
     if (CU_initialize_registry() != CUE_SUCCESS)
@@ -213,5 +279,6 @@ int main(void)
     CU_add_test(s, "nan_parameter", test_nan_parameter);
     CU_add_test(s, "negative_bioavailability", test_negative_bioavailability);
     CU_add_test(s, "predict_cli_no_partial_output", test_cli_no_partial_output);
+    CU_add_test(s, "predict_cli_params_and_etas", test_cli_params_and_etas);
     return popk_test_run();
 }
