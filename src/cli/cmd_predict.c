@@ -118,11 +118,12 @@ static int read_etas(const char *path, const popk_model *m, const popk_data *d, 
         fprintf(stderr, "%s: cannot open: %s\n", path, strerror(errno));
         return -1;
     }
+    enum { LINE = 1 << 16 };
     char *field[MAXF];
     int col[MAXF], *idx = malloc(sizeof(int) * (size_t)(m->neta + 1)), id_col = -1, rc = 0;
-    static char line[1 << 16];
+    char *line = malloc(LINE);
     int lineno = 1, nf = 0;
-    if (!idx || !fgets(line, sizeof line, f)) {
+    if (!idx || !line || !fgets(line, LINE, f)) {
         fprintf(stderr, "%s:1:1: empty file (expected a header with ID and the eta names)\n",
                 path);
         rc = -1;
@@ -147,7 +148,7 @@ static int read_etas(const char *path, const popk_model *m, const popk_data *d, 
             rc = -1;
         }
     }
-    while (rc == 0 && fgets(line, sizeof line, f)) {
+    while (rc == 0 && fgets(line, LINE, f)) {
         lineno++;
         if (strspn(line, " \t\r\n") == strlen(line))
             continue;
@@ -171,6 +172,7 @@ static int read_etas(const char *path, const popk_model *m, const popk_data *d, 
                     eta[t * (size_t)m->neta + k] = v[idx[k]];
     }
     free(idx);
+    free(line);
     fclose(f);
     return rc;
 }
