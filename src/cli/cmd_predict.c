@@ -27,7 +27,10 @@ static void usage(FILE *out)
             "                 sigmas by name; '#' starts a comment); default: the model's\n"
             "                 initial values\n"
             "  --eta FILE     etas per subject: CSV with an ID column and one column per eta\n"
-            "                 name; subjects not listed get zero (default: all zero)\n");
+            "                 name (e.g. eta.csv from popk fit); subjects not listed get\n"
+            "                 zero (default: all zero)\n"
+            "  --derivatives  add the derivatives of each output with respect to each eta\n"
+            "  --out FILE     write there (atomically: no file at all on failure)\n");
 }
 
 /* Read "name = value" lines into theta values (sigmas are accepted and ignored here). */
@@ -77,33 +80,100 @@ static int read_params(const char *path, const popk_model *m, double *theta)
     return 0;
 }
 
-/* Per-subject etas from a CSV read with the dataset reader (ID plus eta-named columns). */
+/* Split a CSV line in place into at most max fields (surrounding blanks and double quotes
+ * dropped); returns the number of fields and each field's 1-based column in col. */
+static int split_csv(char *line, char **field, int *col, int max)
+{
+    int n = 0;
+    char *p = line;
+    for (;;) {
+        char *end = strchr(p, ',');
+        if (end)
+            *end = '\0';
+        char *a = p, *b = p + strlen(p);
+        while (*a == ' ' || *a == '\t' || *a == '"')
+            a++;
+        while (b > a && (b[-1] == ' ' || b[-1] == '\t' || b[-1] == '"' || b[-1] == '\n' ||
+                         b[-1] == '\r'))
+            b--;
+        *b = '\0';
+        if (n < max) {
+            field[n] = a;
+            col[n] = (int)(p - line) + 1;
+        }
+        n++;
+        if (!end)
+            return n;
+        p = end + 1;
+    }
+}
+
+/* Per-subject etas from a CSV with an ID column and one column per eta name (other columns
+ * ignored), e.g. the eta.csv that 'popk fit' writes. */
 static int read_etas(const char *path, const popk_model *m, const popk_data *d, double *eta)
 {
-    popk_error err;
-    popk_data *e = popk_data_read(path, &err);
-    if (!e) {
-        popk_cli_report(&err);
+    enum { MAXF = 1024 };
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        fprintf(stderr, "%s: cannot open: %s\n", path, strerror(errno));
         return -1;
     }
-    int *col = malloc(sizeof(int) * (size_t)(m->neta ? m->neta : 1));
-    int rc = 0;
-    for (int k = 0; k < m->neta; k++) {
-        col[k] = popk_data_find_cov(e, m->eta_name[k]);
-        if (col[k] < 0) {
-            fprintf(stderr, "%s: no column for eta '%s'\n", path, m->eta_name[k]);
+    enum { LINE = 1 << 16 };
+    char *field[MAXF];
+    int col[MAXF], *idx = malloc(sizeof(int) * (size_t)(m->neta + 1)), id_col = -1, rc = 0;
+    char *line = malloc(LINE);
+    int lineno = 1, nf = 0;
+    if (!idx || !line || !fgets(line, LINE, f)) {
+        fprintf(stderr, "%s:1:1: empty file (expected a header with ID and the eta names)\n",
+                path);
+        rc = -1;
+    } else {
+        nf = split_csv(line, field, col, MAXF);
+        nf = nf < MAXF ? nf : MAXF;
+        for (int j = 0; j < nf; j++)
+            if (!strcasecmp(field[j], "ID"))
+                id_col = j;
+        for (int k = 0; k < m->neta; k++) {
+            idx[k] = -1;
+            for (int j = 0; j < nf; j++)
+                if (!strcasecmp(field[j], m->eta_name[k]))
+                    idx[k] = j;
+            if (idx[k] < 0) {
+                fprintf(stderr, "%s:1:1: no column for eta '%s'\n", path, m->eta_name[k]);
+                rc = -1;
+            }
+        }
+        if (id_col < 0) {
+            fprintf(stderr, "%s:1:1: no ID column\n", path);
             rc = -1;
         }
     }
-    for (size_t s = 0; rc == 0 && s < e->nsub; s++) {
-        size_t r = e->sub[s].first;
-        for (size_t t = 0; t < d->nsub; t++)
-            if (d->sub[t].id == e->sub[s].id)
+    while (rc == 0 && fgets(line, LINE, f)) {
+        lineno++;
+        if (strspn(line, " \t\r\n") == strlen(line))
+            continue;
+        int n = split_csv(line, field, col, MAXF);
+        double v[MAXF];
+        for (int j = 0; j < nf && rc == 0; j++) {
+            char *end;
+            v[j] = j < n ? strtod(field[j], &end) : NAN;
+            int needed = j == id_col;
+            for (int k = 0; k < m->neta; k++)
+                needed |= j == idx[k];
+            if (needed && (j >= n || end == field[j] || *end || !isfinite(v[j]))) {
+                fprintf(stderr, "%s:%d:%d: expected a number\n", path, lineno,
+                        j < n ? col[j] : 1);
+                rc = -1;
+            }
+        }
+        for (size_t t = 0; rc == 0 && t < d->nsub; t++)
+            if (d->sub[t].id == v[id_col])
                 for (int k = 0; k < m->neta; k++)
-                    eta[t * (size_t)m->neta + k] = e->cov[col[k]].values[r];
+                    eta[t * (size_t)m->neta + k] = v[idx[k]];
     }
-    free(col);
-    popk_data_free(e);
+    free(idx);
+    free(line);
+    fclose(f);
     return rc;
 }
 

@@ -53,11 +53,19 @@ struct popk_pred_ws {
     int lin_valid;      /* lin was built from lin_cache (same nd) */
     popk_ode *ode;
     int ode_ns;
+    /* Where the solver's last segment ended: a segment that starts from exactly there (same
+     * time, amounts, inputs and parameters, all with partials) continues the integration
+     * instead of restarting it, so records without a discontinuity cost no restart. */
+    int ode_live;
+    popk_dual ode_t, ode_A[8], ode_R[8];
+    double *ode_frame;  /* slots [0, time_slot) the right-hand side read */
     const popk_binding *bind;
     const popk_data *data;
     size_t rec;         /* current record (for messages) */
     double id;
     int segment_failed;
+    int bad_cmt;        /* the compartment whose right-hand side was not finite, and when */
+    double bad_t, bad_value;
     double *out, *amt, *ind;
     size_t cap_rec;
 };
@@ -90,9 +98,11 @@ popk_pred_ws *popk_pred_ws_new(const popk_model *m, popk_error *err)
     ws->stack = calloc((size_t)stack * stride, sizeof(double));
     ws->ode_slots = calloc((size_t)m->nslots * stride, sizeof(double));
     ws->ode_stack = calloc((size_t)stack * stride, sizeof(double));
+    ws->ode_frame = calloc((size_t)m->nslots * stride, sizeof(double));
     ws->cap_ev = 16;
     ws->ev = malloc(sizeof(pend_event) * (size_t)ws->cap_ev);
-    if (!ws->slots || !ws->stack || !ws->ode_slots || !ws->ode_stack || !ws->ev)
+    if (!ws->slots || !ws->stack || !ws->ode_slots || !ws->ode_stack || !ws->ode_frame ||
+        !ws->ev)
         goto nomem;
     ws->ode_ns = -1;
     return ws;
@@ -111,6 +121,7 @@ void popk_pred_ws_free(popk_pred_ws *ws)
     free(ws->stack);
     free(ws->ode_slots);
     free(ws->ode_stack);
+    free(ws->ode_frame);
     free(ws->ev);
     free(ws->out);
     free(ws->amt);
@@ -153,6 +164,28 @@ static popk_status fail(popk_pred_ws *ws, popk_error *err, popk_status code, con
     return popk_error_set(err, code, NULL, 0, 0, "subject ID %g, time %g: %s", ws->id, t, what);
 }
 
+/* Where a structural parameter or dosing attribute held in slot comes from, for messages:
+ * the individual parameter with the same value (these are almost always plain names of
+ * individual parameters) and the record, e.g. "; from individual parameter 'v' = tv * (WT -
+ * 80) (record at line 4)". */
+static void describe_source(popk_pred_ws *ws, int slot, char *buf, size_t size)
+{
+    const popk_model *m = ws->m;
+    double v = slot_ptr(ws, slot)[0];
+    int from = -1;
+    for (int k = 0; k < m->nind; k++) {
+        double w = slot_ptr(ws, m->ind_slot + k)[0];
+        if (w == v || (isnan(v) && isnan(w)))
+            from = k;
+    }
+    int line = ws->data ? ws->data->rec[ws->rec].line : 0;
+    if (from >= 0)
+        snprintf(buf, size, "; from individual parameter '%s' = %s (record at line %d)",
+                 m->ind_name[from], m->ind_text[from], line);
+    else
+        snprintf(buf, size, " (record at line %d)", line);
+}
+
 /* ---- the structural system: advance the amounts over a step ----------------------------- */
 
 /* Build the linear system's micro-constants from the current individual parameters. */
@@ -181,9 +214,11 @@ static popk_status linear_setup(popk_pred_ws *ws, popk_error *err)
         if (have[k] && !(isfinite(p[k].v) && p[k].v >= 0.0)) {
             static const char *names[POPK_LIN_NPAR] = {"CL", "V", "Q", "V2", "Q3", "V3", "KA",
                                                        "K", "K12", "K21", "K13", "K31"};
-            char msg[160];
-            snprintf(msg, sizeof msg, "linear model parameter %s is %g (must be finite and >= 0)",
-                     names[k], p[k].v);
+            char msg[600], src[400];
+            describe_source(ws, m->lin_slot[k], src, sizeof src);
+            snprintf(msg, sizeof msg,
+                     "linear model parameter %s is %g (must be finite and >= 0)%s", names[k],
+                     p[k].v, src);
             return fail(ws, err, POPK_ERR_NUMERIC, msg, rec_time(ws, ws->rec));
         }
     }
@@ -223,6 +258,7 @@ static popk_status ode_setup(popk_pred_ws *ws, popk_error *err)
     if (ws->ode && ws->ode_ns == ws->nd)
         return POPK_OK;
     popk_ode_free(ws->ode);
+    ws->ode_live = 0;
     ws->ode = popk_ode_new(ws->n, ws->nd, ode_rhs, ws, err);
     if (!ws->ode)
         return err ? err->code : POPK_ERR_SOLVER;
@@ -270,8 +306,14 @@ static int ode_rhs(double t, const double *y, double *ydot, double *jac, double 
     for (int i = 0; i < n; i++) {
         const double *d = ws->ode_slots + (size_t)(m->deriv_slot + i) * ostride;
         ydot[i] = d[0] + ws->Rseg[i].v;
-        if (!isfinite(ydot[i]))
+        if (!isfinite(ydot[i])) {
+            if (!ws->segment_failed) {
+                ws->bad_cmt = i;
+                ws->bad_t = t;
+                ws->bad_value = ydot[i];
+            }
             return ws->segment_failed = 1, 1;
+        }
         if (jac)
             for (int j = 0; j < n; j++)
                 jac[i * n + j] = d[1 + j];
@@ -289,6 +331,11 @@ static int ode_f(popk_pred_ws *ws, double t, const popk_dual *A, double *f)
     for (int i = 0; i < ws->n; i++)
         y[i] = A[i].v;
     return ode_rhs(t, y, f, NULL, NULL, ws);
+}
+
+static int same_dual(const popk_dual *a, const popk_dual *b, int nd)
+{
+    return a->v == b->v && !memcmp(a->d, b->d, sizeof(double) * (size_t)nd);
 }
 
 /* Advance amounts A from time t0 over dt with the inputs R (all duals). */
@@ -322,12 +369,18 @@ static popk_status advance(popk_pred_ws *ws, popk_dual *A, const popk_dual *R, p
     popk_status st = ode_setup(ws, err);
     if (st != POPK_OK)
         return st;
+    size_t frame = (size_t)m->time_slot * (size_t)(1 + nd);
+    int cont = ws->ode_live && same_dual(&t0, &ws->ode_t, nd) &&
+               !memcmp(ws->ode_frame, ws->slots, sizeof(double) * frame);
+    for (int i = 0; i < n && cont; i++)
+        cont = same_dual(&A[i], &ws->ode_A[i], nd) && same_dual(&R[i], &ws->ode_R[i], nd);
+    ws->ode_live = 0;
     for (int i = 0; i < n; i++)
         ws->Rseg[i] = R[i];
     double y[8], s[8 * POPK_DUAL_MAX], f[8] = {0};
     for (int i = 0; i < n; i++)
         y[i] = A[i].v;
-    if (nd > 0) {
+    if (nd > 0 && !cont) {
         /* Starting later by dt0 shifts the trajectory: ds = -f(x0) d(t0). */
         int need_shift = 0;
         for (int k = 0; k < nd; k++)
@@ -341,10 +394,18 @@ static popk_status advance(popk_pred_ws *ws, popk_dual *A, const popk_dual *R, p
     ws->segment_failed = 0;
     popk_error e2;
     popk_error_clear(&e2);
-    if (popk_ode_reset(ws->ode, t0.v, y, nd ? s : NULL, &e2) != POPK_OK ||
+    if ((!cont && popk_ode_reset(ws->ode, t0.v, y, nd ? s : NULL, &e2) != POPK_OK) ||
         popk_ode_advance(ws->ode, t0.v + dt.v, y, nd ? s : NULL, &e2) != POPK_OK) {
-        char msg[600];
-        snprintf(msg, sizeof msg, "ODE solver failed: %s", e2.message);
+        /* Name the first non-finite right-hand side: the solver only sees "failed". */
+        char msg[900];
+        if (ws->segment_failed) {
+            snprintf(msg, sizeof msg,
+                     "the right-hand side of compartment '%s' is %g at t = %.10g (amounts "
+                     "non-finite or the model undefined there); %s",
+                     m->cmt_name[ws->bad_cmt], ws->bad_value, ws->bad_t, e2.message);
+            return fail(ws, err, POPK_ERR_SOLVER, msg, ws->bad_t);
+        }
+        snprintf(msg, sizeof msg, "%s", e2.message);
         return fail(ws, err, POPK_ERR_SOLVER, msg, t0.v);
     }
     for (int i = 0; i < n; i++) {
@@ -363,6 +424,13 @@ static popk_status advance(popk_pred_ws *ws, popk_dual *A, const popk_dual *R, p
             for (int i = 0; i < n; i++)
                 A[i].d[k] = s[k * n + i] + (need_shift ? f[i] * t1.d[k] : 0.0);
     }
+    ws->ode_live = 1;
+    ws->ode_t = pd_add(t0, dt, nd);
+    for (int i = 0; i < n; i++) {
+        ws->ode_A[i] = A[i];
+        ws->ode_R[i] = R[i];
+    }
+    memcpy(ws->ode_frame, ws->slots, sizeof(double) * frame);
     return POPK_OK;
 }
 
@@ -551,22 +619,30 @@ static int solve_dual(int n, int nd, double *M, popk_dual *b)
 /* Steady-state amounts just before a pattern dose: the fixed point x = cycle(x), found by
  * Newton's method on the periodic orbit with a finite-difference Jacobian of the cycle map
  * (exact in one step for linear systems; iterated to a relative change of 1e-10 for
- * nonlinear ODEs). Partials follow from the implicit function theorem through the duals. */
+ * nonlinear ODEs). Partials follow from the implicit function theorem through the duals:
+ * each Newton step evaluates the cycle at the current x with its partials, so the step
+ * after the values have converged makes the partials exact. For linear systems that is the
+ * second step: the first starts from x = 0 and misses the parameter dependence of the
+ * cycle's Jacobian (dM/dp x). For nonlinear ODEs the Jacobian (n + 1 cycles) is kept while
+ * each step shrinks the change tenfold (chord iterations, one cycle each) and rebuilt when
+ * convergence slows. */
 static popk_status ss_fixed_point(popk_pred_ws *ws, const dose_spec *ds, popk_dual t0,
                                   popk_dual *x, popk_error *err)
 {
     int n = ws->n, nd = ws->nd;
+    int linear = ws->m->kind == POPK_STRUCT_LINEAR;
     popk_dual y[8], yh[8], xh[8];
-    double M[64];
+    double M[64], last_change = INFINITY;
+    int rebuild = 1;
     for (int i = 0; i < n; i++)
         x[i] = pd_const(0.0, nd);
     for (int iter = 0; iter < 100; iter++) {
         popk_status st = ss_cycle(ws, ds, t0, x, y, err);
         if (st != POPK_OK)
             return st;
-        for (int k = 0; k < n; k++) {
+        for (int k = 0; k < n && rebuild; k++) {
             double h = fmax(1e-6 * fabs(x[k].v), 1e-6 * (fabs(ds->amount.v) + fabs(ds->rate.v)));
-            if (ws->m->kind == POPK_STRUCT_LINEAR)
+            if (linear)
                 h = 1.0; /* the cycle map is affine: any step is exact */
             for (int i = 0; i < n; i++)
                 xh[i] = x[i];
@@ -588,8 +664,10 @@ static popk_status ss_fixed_point(popk_pred_ws *ws, const dose_spec *ds, popk_du
             change = fmax(change, fabs(delta[i].v));
             size = fmax(size, fabs(x[i].v));
         }
-        if (ws->m->kind == POPK_STRUCT_LINEAR || change <= 1e-10 * size + 1e-14)
+        if (linear ? nd == 0 || iter == 1 : change <= 1e-10 * size + 1e-14)
             return POPK_OK;
+        rebuild = !linear && !(change < 0.1 * last_change);
+        last_change = change;
     }
     return fail(ws, err, POPK_ERR_NOCONV, "steady state did not converge in 100 Newton steps",
                 t0.v);
@@ -691,7 +769,7 @@ static popk_status resolve_dose(popk_pred_ws *ws, const popk_record *rec, dose_s
     const popk_model *m = ws->m;
     int nd = ws->nd;
     int cmt = rec->cmt == 0 ? m->default_dose_cmt : rec->cmt;
-    char msg[200];
+    char msg[600], src[400];
     if (cmt < 1 || cmt > m->ncmt) {
         snprintf(msg, sizeof msg, "dose into compartment %d, which the model does not have",
                  rec->cmt);
@@ -701,11 +779,13 @@ static popk_status resolve_dose(popk_pred_ws *ws, const popk_record *rec, dose_s
     popk_dual f = at->f_slot >= 0 ? slot_get(ws, at->f_slot) : pd_const(1.0, nd);
     popk_dual lag = at->alag_slot >= 0 ? slot_get(ws, at->alag_slot) : pd_const(0.0, nd);
     if (!isfinite(f.v) || f.v < 0.0) {
-        snprintf(msg, sizeof msg, "bioavailability of compartment %d is %g", cmt, f.v);
+        describe_source(ws, at->f_slot, src, sizeof src);
+        snprintf(msg, sizeof msg, "bioavailability of compartment %d is %g%s", cmt, f.v, src);
         return fail(ws, err, POPK_ERR_NUMERIC, msg, rec->time);
     }
     if (!isfinite(lag.v) || lag.v < 0.0) {
-        snprintf(msg, sizeof msg, "lag time of compartment %d is %g", cmt, lag.v);
+        describe_source(ws, at->alag_slot, src, sizeof src);
+        snprintf(msg, sizeof msg, "lag time of compartment %d is %g%s", cmt, lag.v, src);
         return fail(ws, err, POPK_ERR_NUMERIC, msg, rec->time);
     }
     memset(ds, 0, sizeof *ds);
@@ -733,7 +813,9 @@ static popk_status resolve_dose(popk_pred_ws *ws, const popk_record *rec, dose_s
         ds->infusion = 1;
         ds->rate = slot_get(ws, at->rate_slot);
         if (!(ds->rate.v > 0.0) || !isfinite(ds->rate.v)) {
-            snprintf(msg, sizeof msg, "modelled infusion rate is %g (must be > 0)", ds->rate.v);
+            describe_source(ws, at->rate_slot, src, sizeof src);
+            snprintf(msg, sizeof msg, "modelled infusion rate is %g (must be > 0)%s",
+                     ds->rate.v, src);
             return fail(ws, err, POPK_ERR_NUMERIC, msg, rec->time);
         }
         ds->dur = pd_div(ds->amount, ds->rate, nd);
@@ -745,8 +827,9 @@ static popk_status resolve_dose(popk_pred_ws *ws, const popk_record *rec, dose_s
         ds->infusion = 1;
         ds->dur = slot_get(ws, at->dur_slot);
         if (!(ds->dur.v > 0.0) || !isfinite(ds->dur.v)) {
-            snprintf(msg, sizeof msg, "modelled infusion duration is %g (must be > 0)",
-                     ds->dur.v);
+            describe_source(ws, at->dur_slot, src, sizeof src);
+            snprintf(msg, sizeof msg, "modelled infusion duration is %g (must be > 0)%s",
+                     ds->dur.v, src);
             return fail(ws, err, POPK_ERR_NUMERIC, msg, rec->time);
         }
         ds->rate = pd_div(ds->amount, ds->dur, nd);
@@ -840,6 +923,7 @@ popk_status popk_pred_subject(popk_pred_ws *ws, const popk_model *m, const popk_
     if (m->kind == POPK_STRUCT_LINEAR)
         ws->lin.nd = nd;
     ws->lin_valid = 0;
+    ws->ode_live = 0;
     reset_system(ws);
     ws->t = pd_const(sub->n ? d->rec[sub->first].time : 0.0, nd);
     int nout = m->nout, ncmt = m->ncmt;
@@ -847,23 +931,34 @@ popk_status popk_pred_subject(popk_pred_ws *ws, const popk_model *m, const popk_
         size_t ri = sub->first + r;
         const popk_record *rec = &d->rec[ri];
         ws->rec = ri;
+        /* The individual block reads thetas, etas and covariates only (the model refuses
+         * time there), so a record with the previous record's covariates leaves it, the
+         * structural parameters and the dosing attributes as they were. */
+        int same_cov = r > 0;
         for (int k = 0; k < m->ncov; k++) {
             double *p = slot_ptr(ws, m->cov[k].slot);
-            p[0] = b->cov[(size_t)k * b->nrec + ri];
+            double c = b->cov[(size_t)k * b->nrec + ri];
+            same_cov = same_cov && !memcmp(&p[0], &c, sizeof c);
+            p[0] = c;
         }
         slot_ptr(ws, m->time_slot)[0] = rec->time;
-        run_prog(ws, m->prog_pk);
-        for (int k = 0; k < m->nind; k++) {
+        if (same_cov && m->nind > 0)
+            memcpy(ws->ind + r * (size_t)m->nind, ws->ind + (r - 1) * (size_t)m->nind,
+                   sizeof(double) * (size_t)m->nind);
+        if (!same_cov)
+            run_prog(ws, m->prog_pk);
+        for (int k = 0; k < m->nind && !same_cov; k++) {
             double v = slot_ptr(ws, m->ind_slot + k)[0];
             ws->ind[r * (size_t)m->nind + k] = v;
             if (!isfinite(v)) {
-                char msg[300];
-                snprintf(msg, sizeof msg, "individual parameter '%s' is %g (record at line %d)",
-                         m->ind_name[k], v, rec->line);
+                char msg[600];
+                snprintf(msg, sizeof msg,
+                         "individual parameter '%s' = %s is %g (record at line %d)",
+                         m->ind_name[k], m->ind_text[k], v, rec->line);
                 return fail(ws, err, POPK_ERR_NUMERIC, msg, rec->time);
             }
         }
-        if (m->kind == POPK_STRUCT_LINEAR && (st = linear_setup(ws, err)) != POPK_OK)
+        if (!same_cov && m->kind == POPK_STRUCT_LINEAR && (st = linear_setup(ws, err)) != POPK_OK)
             return st;
         if (rec->evid == 3 || rec->evid == 4) {
             ws->t = pd_const(rec->time, nd);
