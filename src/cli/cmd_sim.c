@@ -55,6 +55,7 @@ static void usage(FILE *out)
 typedef struct {
     struct timespec start;
     int quiet, shown;
+    double last;
     const char *label;
     long n;
 } progress_state;
@@ -70,8 +71,9 @@ static int on_progress(double frac, void *user)
 {
     progress_state *p = user;
     double e = elapsed(&p->start);
-    if (p->quiet || e < 2.0)
+    if (p->quiet || e < 2.0 || (e - p->last < 0.5 && frac < 1))
         return 0;
+    p->last = e;
     fprintf(stderr, "\rpopk sim: %s%3.0f%% of %ld subjects, %.1f s", p->label, 100 * frac,
             p->n, e);
     p->shown = 1;

@@ -17,7 +17,6 @@
  * a bin spans a relative width of SK_H, which bounds a quantile's relative error. */
 #define SK_H 1e-3
 #define SK_U 16.2   /* asinh(5e6): values up to 5e6 * scale = 5000 x the typical peak */
-#define CHUNK 256
 
 static int cmp_double(const void *a, const void *b)
 {
@@ -345,6 +344,8 @@ typedef struct {
     popk_binding *b;
     double *theta, *cov, *c;
     uint32_t *hist;          /* ntimes x nbins (sketch) */
+    double *cbuf;            /* ntimes x CHUNK: the chunk's values, binned time by time so
+                                one time's histogram stays in cache */
 } thread_ws;
 
 static size_t sk_bin(double x, double scale, size_t nbins)
@@ -444,6 +445,10 @@ popk_sim_result *popk_sim_run(const popk_model *m, const popk_regimen *reg,
     res->exact = (double)n * (double)nt <= (double)exact_limit;
     size_t nbins = (size_t)(2 * SK_U / SK_H) + 1;
     double scale = 1.0;
+    /* Chunks: the unit of scheduling and of the ordered sum of means. Their size depends
+     * on n only (never on the thread count), large enough that binning a chunk time by time
+     * reuses each time's histogram lines. */
+    long CHUNK = n / 64 < 16 ? 16 : n / 64 > 2048 ? 2048 : n / 64;
     long nchunk = (n + CHUNK - 1) / CHUNK;
     chunk_sum = calloc((size_t)nchunk * nt, sizeof(double));
     chunk_cnt = calloc((size_t)nchunk * nt, sizeof(long));
@@ -473,7 +478,8 @@ popk_sim_result *popk_sim_run(const popk_model *m, const popk_regimen *reg,
             peak = fmax(peak, fabs(pr.out[g.rec_of_pt[i] * (size_t)pr.nout + (size_t)o->output]));
         scale = peak > 0 && isfinite(peak) ? 1e-3 * peak : 1e-3;
         for (int t = 0; t < nthreads; t++)
-            if (!(tw[t].hist = calloc(nt * nbins, sizeof(uint32_t))))
+            if (!(tw[t].hist = calloc(nt * nbins, sizeof(uint32_t))) ||
+                !(tw[t].cbuf = malloc(sizeof(double) * nt * (size_t)CHUNK)))
                 goto nomem;
     }
 
@@ -591,8 +597,18 @@ popk_sim_result *popk_sim_run(const popk_model *m, const popk_regimen *reg,
                     res->profile[(size_t)s * nt + (size_t)gi] = v;
                 if (exact)
                     exact[(size_t)gi * (size_t)n + (size_t)s] = v;
-                else if (!isnan(v))
-                    w->hist[(size_t)gi * nbins + sk_bin(v, scale, nbins)]++;
+                else
+                    w->cbuf[(size_t)gi * (size_t)CHUNK + (size_t)(s - ch * CHUNK)] = v;
+            }
+        }
+        if (!exact) {
+            long ns = (ch + 1) * CHUNK < n ? CHUNK : n - ch * CHUNK;
+            for (size_t t = 0; t < nt; t++) {
+                uint32_t *h = w->hist + t * nbins;
+                const double *v = w->cbuf + t * (size_t)CHUNK;
+                for (long i = 0; i < ns; i++)
+                    if (!isnan(v[i]))
+                        h[sk_bin(v[i], scale, nbins)]++;
             }
         }
 #pragma omp atomic
@@ -672,6 +688,7 @@ done:
         free(tw[t].cov);
         free(tw[t].c);
         free(tw[t].hist);
+        free(tw[t].cbuf);
     }
     free(tw);
     free(Leta);
