@@ -801,15 +801,34 @@ int popk_cmd_sim(int argc, char **argv)
     if (write_design) {
         if (!(f = outdir_file(&od, "design.csv")))
             goto io_fail;
-        fprintf(f, "ID,TIME,AMT,RATE,EVID,CMT,MDV,DV\n");
+        /* the first subject's covariates (all subjects' in typical mode) */
+        char covtext[2048] = "";
+        for (int k = 0; k < m->ncov; k++) {
+            double v = res[0]->cov[k];
+            const popk_covdef *cv = &m->cov[k];
+            const char *lv = NULL;
+            for (int l = 0; cv->kind == POPK_COVDEF_CATEGORICAL && l < cv->nlevels; l++)
+                if (cv->codes[l] == v)
+                    lv = cv->levels[l];
+            size_t len = strlen(covtext);
+            if (lv)
+                snprintf(covtext + len, sizeof covtext - len, ",%s", lv);
+            else
+                snprintf(covtext + len, sizeof covtext - len, ",%.17g", v);
+        }
+        fprintf(f, "ID,TIME,AMT,RATE,EVID,CMT,MDV,DV");
+        for (int k = 0; k < m->ncov; k++)
+            fprintf(f, ",%s", m->cov[k].name);
+        fputc('\n', f);
         size_t di = 0;
         for (size_t t = 0; t <= nt; t++) {
             while (di < reg->ndose && (t == nt || reg->dose[di].time <= times[t])) {
                 const popk_record *d = &reg->dose[di++];
-                fprintf(f, "1,%.17g,%.17g,%.17g,1,%d,1,.\n", d->time, d->amt, d->rate, d->cmt);
+                fprintf(f, "1,%.17g,%.17g,%.17g,1,%d,1,.%s\n", d->time, d->amt, d->rate,
+                        d->cmt, covtext);
             }
             if (t < nt)
-                fprintf(f, "1,%.17g,0,0,2,0,1,.\n", times[t]);
+                fprintf(f, "1,%.17g,0,0,2,0,1,.%s\n", times[t], covtext);
         }
         if (close_checked(f, "design.csv"))
             goto io_fail;
