@@ -192,6 +192,34 @@ static void test_steady_state(void)
     popk_regimen_free(reg);
 }
 
+/* Parameter uncertainty: thetas from N(theta, C) with var(tv) = 1, etas zero; at t = 0,
+ * C = 100 / tv, so its p-quantile is 100 / (20 + z_{1-p}). */
+static void test_uncertainty(void)
+{
+    popk_error err;
+    popk_regimen *reg = popk_regimen_parse("100 mg iv", M, &err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(reg);
+    double times[] = {0, 1};
+    double qs[] = {0.05, 0.5, 0.95};
+    double C[9] = {0.01, 0, 0, 0, 1, 0, 0, 0, 0};
+    popk_covdist dist[2];
+    popk_population pop = fixed_pop(dist, "WT=70,GENO=NM");
+    popk_sim_options o = {.seed = 2, .n = 20000, .iiv = 0, .theta_cov = C, .nq = 3,
+                          .quantiles = qs, .threshold = NAN};
+    popk_sim_result *r = popk_sim_run(M, reg, &pop, times, 2, &o, &err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(r);
+    static const double z[] = {1.6448536269514722, 0, -1.6448536269514722};
+    for (int j = 0; j < 3; j++)
+        CU_ASSERT(fabs(r->q[j] / (100 / (20 + z[j])) - 1) < 0.005);
+    /* a theta covariance that is not positive semi-definite is refused */
+    double bad[9] = {1, 2, 0, 2, 1, 0, 0, 0, 1};
+    o.theta_cov = bad;
+    popk_sim_result *r2 = popk_sim_run(M, reg, &pop, times, 2, &o, &err);
+    CU_ASSERT_PTR_NULL(r2);
+    popk_sim_result_free(r);
+    popk_regimen_free(reg);
+}
+
 static void test_threads(void)
 {
     popk_error err;
@@ -342,6 +370,7 @@ int main(void)
     CU_add_test(s, "lognormal percentiles, exact (n = 1e5)", test_percentiles_exact);
     CU_add_test(s, "lognormal percentiles, sketch (n = 1e5)", test_percentiles_sketch);
     CU_add_test(s, "steady state closed forms", test_steady_state);
+    CU_add_test(s, "parameter uncertainty", test_uncertainty);
     CU_add_test(s, "thread-count reproducibility", test_threads);
     CU_add_test(s, "covariate draws", test_covariate_draws);
     CU_add_test(s, "regimen parser", test_regimen_parse);

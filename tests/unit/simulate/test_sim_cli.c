@@ -179,6 +179,8 @@ static void test_bad_input(void)
          "unknown metric"},
         {"--regimen '1 g iv q12h x 4' --covariates CRCL=60,WT=70 --times 0:0:24",
          "START:STEP:END"},
+        {"--regimen '1 g iv q12h x 4' --covariates CRCL=60,WT=70 --uncertainty",
+         "no theta covariance"},
     };
     char cmd[16384], errf[1024];
     snprintf(errf, sizeof errf, "%s/stderr.txt", work);
