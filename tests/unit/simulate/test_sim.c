@@ -334,6 +334,51 @@ static void test_regimen_parse(void)
     }
 }
 
+/* The YAML form, its error positions, and a dataset's dose records as the template. */
+static void test_regimen_files(void)
+{
+    popk_error err;
+    popk_model *vanc = popk_model_load(popk_test_src("models/vancomycin.yaml"), &err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(vanc);
+    popk_regimen *r =
+        popk_regimen_load(popk_test_src("models/sim/vancomycin_loading.yaml"), vanc, &err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(r);
+    CU_ASSERT_EQUAL(r->ndose, 14);
+    CU_ASSERT_DOUBLE_EQUAL(r->dose[0].rate, 1000, 0);
+    CU_ASSERT_DOUBLE_EQUAL(r->dose[1].time, 12, 0);
+    CU_ASSERT_DOUBLE_EQUAL(r->dose[1].rate, 1000, 0);
+    CU_ASSERT_DOUBLE_EQUAL(r->t_last, 12 * 13, 0);
+    CU_ASSERT_DOUBLE_EQUAL(r->tau, 12, 0);
+    popk_regimen_free(r);
+    const char *bad = "/tmp/popk_test_bad_regimen.yaml";
+    FILE *f = fopen(bad, "w");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(f);
+    fputs("doses:\n  - {amount: 100, route: iv}\n  - {amount: 50, rout: iv}\n", f);
+    fclose(f);
+    CU_ASSERT_PTR_NULL(popk_regimen_load(bad, vanc, &err));
+    CU_ASSERT_EQUAL(err.line, 3);
+    CU_ASSERT_EQUAL(err.column, 18);
+    CU_ASSERT(strstr(err.message, "unknown key 'rout'") != NULL);
+    f = fopen(bad, "w");
+    fputs("regimen: \"100 mg iv q12h x\"\n", f);
+    fclose(f);
+    CU_ASSERT_PTR_NULL(popk_regimen_load(bad, vanc, &err));
+    CU_ASSERT_EQUAL(err.line, 1);
+    CU_ASSERT_EQUAL(err.column, 27); /* the end of the text, inside the quotes */
+    remove(bad);
+    popk_model_free(vanc);
+    popk_data *d = popk_data_read(popk_test_src("datasets/theo_sd.csv"), &err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(d);
+    r = popk_regimen_from_data(d, 2, &err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(r);
+    CU_ASSERT_EQUAL(r->ndose, 1);
+    CU_ASSERT_DOUBLE_EQUAL(r->dose[0].amt, d->rec[d->sub[1].first].amt, 0);
+    CU_ASSERT_DOUBLE_EQUAL(r->tau, 0, 0);
+    popk_regimen_free(r);
+    CU_ASSERT_PTR_NULL(popk_regimen_from_data(d, 99, &err));
+    popk_data_free(d);
+}
+
 static void test_population_errors(void)
 {
     popk_covdist dist[2];
@@ -374,6 +419,7 @@ int main(void)
     CU_add_test(s, "thread-count reproducibility", test_threads);
     CU_add_test(s, "covariate draws", test_covariate_draws);
     CU_add_test(s, "regimen parser", test_regimen_parse);
+    CU_add_test(s, "regimen files", test_regimen_files);
     CU_add_test(s, "population and target errors", test_population_errors);
     return popk_test_run();
 }
