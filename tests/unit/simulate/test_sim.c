@@ -334,6 +334,57 @@ static void test_regimen_parse(void)
     }
 }
 
+/* Random mutations of valid regimens: each parse either succeeds with positive doses in time
+ * order or fails with a column inside the text (never a crash or an out-of-range position). */
+static void test_regimen_mutations(void)
+{
+    static const char *seeds[] = {"400 mg po q12h x2, then 200 mg po q12h x 26",
+                                  "1 g iv over 1 h q12h x 14", "25 mg infusion at 50 mg/h qd for 7 days",
+                                  "at 3 h 5 mg to depot; 10 mg iv bolus"};
+    static const char alphabet[] = "0123456789 .,;-+xqhmgivpoatfrdyuQXH/e";
+    popk_rng r;
+    popk_rng_init(&r, 77, 0);
+    int ok = 0, failed = 0, bad_column = 0, bad_doses = 0;
+    for (int i = 0; i < 3000; i++) {
+        char text[128];
+        snprintf(text, sizeof text, "%s", seeds[i % 4]);
+        size_t len = strlen(text);
+        int nmut = 1 + (int)(popk_rng_uniform(&r) * 3);
+        for (int k = 0; k < nmut && len > 0; k++) {
+            size_t at = (size_t)(popk_rng_uniform(&r) * (double)len);
+            double u = popk_rng_uniform(&r);
+            char c = alphabet[(size_t)(popk_rng_uniform(&r) * (sizeof alphabet - 1))];
+            if (u < 0.4)
+                text[at] = c;
+            else if (u < 0.7) {
+                memmove(text + at, text + at + 1, len - at);
+                len--;
+            } else if (len + 1 < sizeof text) {
+                memmove(text + at + 1, text + at, len - at + 1);
+                text[at] = c;
+                len++;
+            }
+        }
+        popk_error err;
+        popk_error_clear(&err);
+        popk_regimen *reg = popk_regimen_parse(text, MO, &err);
+        if (reg) {
+            ok++;
+            for (size_t d = 0; d < reg->ndose; d++)
+                if (!(reg->dose[d].amt > 0) || (d && reg->dose[d].time < reg->dose[d - 1].time))
+                    bad_doses++;
+            popk_regimen_free(reg);
+        } else {
+            failed++;
+            if (err.column < 1 || err.column > (int)len + 1)
+                bad_column++;
+        }
+    }
+    CU_ASSERT(ok > 100 && failed > 100);
+    CU_ASSERT_EQUAL(bad_column, 0);
+    CU_ASSERT_EQUAL(bad_doses, 0);
+}
+
 /* The YAML form, its error positions, and a dataset's dose records as the template. */
 static void test_regimen_files(void)
 {
@@ -420,6 +471,7 @@ int main(void)
     CU_add_test(s, "covariate draws", test_covariate_draws);
     CU_add_test(s, "regimen parser", test_regimen_parse);
     CU_add_test(s, "regimen files", test_regimen_files);
+    CU_add_test(s, "regimen mutations", test_regimen_mutations);
     CU_add_test(s, "population and target errors", test_population_errors);
     return popk_test_run();
 }
