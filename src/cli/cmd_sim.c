@@ -284,6 +284,21 @@ static void metric_summary(const popk_sim_result *r, int k, const double *p, int
 static const char *svg_colours[] = {"#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e",
                                     "#8c564b", "#e377c2", "#17becf"};
 
+/* Text inside an SVG element, with XML's special characters escaped. */
+static void svg_text(FILE *f, const char *s)
+{
+    for (; *s; s++) {
+        if (*s == '<')
+            fputs("&lt;", f);
+        else if (*s == '>')
+            fputs("&gt;", f);
+        else if (*s == '&')
+            fputs("&amp;", f);
+        else
+            fputc(*s, f);
+    }
+}
+
 /* Median and the outermost and inner quantile bands per profile, the target window. */
 static void write_svg(FILE *f, popk_sim_result *const *res, char (*label)[128], int nprof,
                       const char *yname, const popk_target *tg, int ntg)
@@ -322,8 +337,10 @@ static void write_svg(FILE *f, popk_sim_result *const *res, char (*label)[128], 
         } else if (t->metric == POPK_MET_TROUGH || t->metric == POPK_MET_CMAX) {
             double lo = isfinite(t->lo) ? fmax(t->lo, 0) : 0, hi = isfinite(t->hi) ? t->hi : ymax;
             fprintf(f, "<rect x=\"%g\" y=\"%.2f\" width=\"%g\" height=\"%.2f\" fill=\"#2ca02c\" "
-                       "fill-opacity=\"0.12\"><title>%s</title></rect>\n", L, SY(fmin(hi, ymax)),
-                    W - L - R, SY(lo) - SY(fmin(hi, ymax)), t->text);
+                       "fill-opacity=\"0.12\"><title>", L, SY(fmin(hi, ymax)), W - L - R,
+                    SY(lo) - SY(fmin(hi, ymax)));
+            svg_text(f, t->text);
+            fprintf(f, "</title></rect>\n");
         }
     }
     for (int p = 0; p < nprof; p++) {
@@ -349,8 +366,10 @@ static void write_svg(FILE *f, popk_sim_result *const *res, char (*label)[128], 
         for (size_t t = 0; t < r->ntimes; t++)
             fprintf(f, "%.2f,%.2f ", SX(r->times[t]),
                     SY(fmax(0, mid >= 0 ? r->q[t * (size_t)nq + (size_t)mid] : r->mean[t])));
-        fprintf(f, "\"/>\n<text x=\"%g\" y=\"%g\" fill=\"%s\">%s</text>\n", W - R - 200,
-                T + 16.0 * (p + 1), col, label[p]);
+        fprintf(f, "\"/>\n<text x=\"%g\" y=\"%g\" fill=\"%s\">", W - R - 200,
+                T + 16.0 * (p + 1), col);
+        svg_text(f, label[p]);
+        fprintf(f, "</text>\n");
     }
     fprintf(f, "<line x1=\"%g\" y1=\"%g\" x2=\"%g\" y2=\"%g\" stroke=\"black\"/>\n", L, H - B,
             W - R, H - B);
@@ -366,8 +385,9 @@ static void write_svg(FILE *f, popk_sim_result *const *res, char (*label)[128], 
     fprintf(f, "<text x=\"%g\" y=\"%g\" text-anchor=\"middle\">time (h)</text>\n",
             (L + W - R) / 2, H - 12);
     fprintf(f, "<text x=\"16\" y=\"%g\" transform=\"rotate(-90 16 %g)\" "
-               "text-anchor=\"middle\">%s: median and %g-%g%% band</text>\n</svg>\n",
-            (T + H - B) / 2, (T + H - B) / 2, yname, 100 * res[0]->quantiles[0],
+               "text-anchor=\"middle\">", (T + H - B) / 2, (T + H - B) / 2);
+    svg_text(f, yname);
+    fprintf(f, ": median and %g-%g%% band</text>\n</svg>\n", 100 * res[0]->quantiles[0],
             100 * res[0]->quantiles[nq - 1]);
 #undef SX
 #undef SY
@@ -563,6 +583,10 @@ int popk_cmd_sim(int argc, char **argv)
             fprintf(stderr, "popk sim: --quantiles: expected a comma-separated list\n");
             goto done;
         }
+    }
+    if (nq == 0) {
+        fprintf(stderr, "popk sim: --quantiles: give at least one probability\n");
+        goto done;
     }
     for (int j = 0; j < ntargets; j++)
         if (popk_target_parse(&tg[j], targets[j], mic, &err) != POPK_OK)
@@ -766,7 +790,7 @@ int popk_cmd_sim(int argc, char **argv)
                 reg->ndose, reg->t_last, reg->tau);
         fprintf(g, "output: %s; times %g to %g h (%zu points); percentiles %s\n", yname,
                 times[0], times[nt - 1], nt, res[0]->exact ? "exact" : "from a sketch "
-                "(relative error <= 0.1%)");
+                "(relative error <= 0.1% above 1% of the typical peak)");
         fprintf(g, "medians (5th-95th percentile):\n%-22s", "profile");
         static const int show[] = {POPK_MET_CMAX, POPK_MET_TROUGH, POPK_MET_AUCTAU,
                                    POPK_MET_AUC24};

@@ -127,7 +127,8 @@ typedef struct {
     double *quantiles;       /* nq */
     double *q;               /* q[t * nq + j]: quantile j at time t */
     double *mean;            /* ntimes */
-    int exact;               /* 1: exact sample quantiles; 0: sketch (rel. error <= 1e-3) */
+    int exact;               /* 1: exact sample quantiles; 0: sketch (relative error <= 1e-3
+                              * above 1% of the typical peak; docs/simulation.md) */
     double *metric;          /* metric[s * POPK_MET_N + k] */
     double *cov;             /* cov[s * ncov + k]: each subject's covariates */
     int ncov;

@@ -129,6 +129,13 @@ static void test_threads_cli(void)
                  work, th, exe, popk_test_src("models/vancomycin.yaml"), th, work, th);
         CU_ASSERT_EQUAL_FATAL(sh(cmd), 0);
     }
+    /* the SVG escapes the target text ("Cmax<=80" shows as a window with its title) */
+    snprintf(cmd, sizeof cmd,
+             "'%s' sim '%s' --regimen '1 g iv q12h x 4' --covariates CRCL=60,WT=70 --n 50 "
+             "--target 'Cmax<=80' --quiet --out '%s/svg' > /dev/null && "
+             "grep -q '<title>Cmax&lt;=80</title>' '%s/svg/plot.svg'",
+             exe, popk_test_src("models/vancomycin.yaml"), work, work);
+    CU_ASSERT_EQUAL(sh(cmd), 0);
     const char *files[] = {"percentiles.csv", "metrics.csv", "summary.csv", "plot.svg"};
     for (int i = 0; i < 4; i++) {
         char p1[1024], p2[1024];
@@ -211,6 +218,8 @@ static void test_bad_input(void)
          "START:STEP:END"},
         {"--regimen '1 g iv q12h x 4' --covariates CRCL=60,WT=70 --uncertainty",
          "no theta covariance"},
+        {"--regimen '1 g iv q12h x 4' --covariates CRCL=60,WT=70 --quantiles ''",
+         "at least one"},
     };
     char cmd[16384], errf[1024];
     snprintf(errf, sizeof errf, "%s/stderr.txt", work);
