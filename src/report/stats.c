@@ -123,15 +123,45 @@ int popk_natural_breaks(const double *x, size_t n, int nbins, int max_auto, doub
     int kmax = nbins > 0 ? nbins : max_auto;
     if (kmax < 1)
         kmax = 1;
+    /* Sampling times cluster on a relative scale (0.25, 0.5, 1, 2 h ... 24 h): work on
+     * log(x + delta), delta half the smallest positive value (after a shift when x < 0). */
+    double shift = v[0] < 0 ? -v[0] : 0.0, delta = INFINITY;
+    for (int i = 0; i < u; i++)
+        if (v[i] + shift > 0)
+            delta = fmin(delta, 0.5 * (v[i] + shift));
+    if (!isfinite(delta))
+        delta = 1.0;
+    double *y = malloc(sizeof(double) * (size_t)u);
+    if (!y) {
+        free(v), free(w);
+        return -1;
+    }
+    for (int i = 0; i < u; i++)
+        y[i] = log(v[i] + shift + delta);
     int nb;
+    if (nbins <= 0) {
+        /* Clusters: neighbours less than 25% apart on that scale belong together. */
+        int nclus = 1;
+        for (int i = 1; i < u; i++)
+            nclus += y[i] - y[i - 1] > log(1.25);
+        if (nclus <= kmax) {
+            edges[0] = v[0];
+            int k = 1;
+            for (int i = 1; i < u; i++)
+                if (y[i] - y[i - 1] > log(1.25))
+                    edges[k++] = 0.5 * (v[i - 1] + v[i]);
+            edges[nclus] = v[u - 1];
+            free(v), free(w), free(y);
+            return nclus;
+        }
+    }
     if (u <= kmax) {
         nb = u;
         edges[0] = v[0];
         for (int k = 1; k < u; k++)
             edges[k] = 0.5 * (v[k - 1] + v[k]);
         edges[u] = v[u - 1];
-        free(v);
-        free(w);
+        free(v), free(w), free(y);
         return nb;
     }
     size_t cells = (size_t)(kmax + 1) * (size_t)u;
@@ -139,15 +169,15 @@ int popk_natural_breaks(const double *x, size_t n, int nbins, int max_auto, doub
     double *D = malloc(sizeof(double) * cells);
     int *back = malloc(sizeof(int) * cells);
     if (!sw || !D || !back) {
-        free(v), free(w), free(sw), free(D), free(back);
+        free(v), free(w), free(y), free(sw), free(D), free(back);
         return -1;
     }
     double *swx = sw + u + 1, *swxx = swx + u + 1;
     /* Centre the values so the prefix sums of squares do not lose precision. */
-    double centre = v[u / 2];
+    double centre = y[u / 2];
     sw[0] = swx[0] = swxx[0] = 0.0;
     for (int i = 0; i < u; i++) {
-        double c = v[i] - centre;
+        double c = y[i] - centre;
         sw[i + 1] = sw[i] + w[i];
         swx[i + 1] = swx[i] + w[i] * c;
         swxx[i + 1] = swxx[i] + w[i] * c * c;
@@ -172,20 +202,6 @@ int popk_natural_breaks(const double *x, size_t n, int nbins, int max_auto, doub
             back[k * u + j] = arg;
         }
     int k_best = kmax;
-    if (nbins <= 0) {
-        double sst = D[u + u - 1], best = -1.0;
-        double N = (double)n;
-        for (int k = 2; k <= kmax; k++) {
-            double ssw = D[k * u + u - 1];
-            double ch = ssw <= 1e-12 * sst ? INFINITY : ((sst - ssw) / (k - 1)) / (ssw / (N - k));
-            if (ch > best) {
-                best = ch;
-                k_best = k;
-            }
-            if (isinf(ch))
-                break;
-        }
-    }
     nb = k_best;
     int j = u - 1;
     edges[nb] = v[u - 1];
@@ -195,7 +211,7 @@ int popk_natural_breaks(const double *x, size_t n, int nbins, int max_auto, doub
         j = i - 1;
     }
     edges[0] = v[0];
-    free(v), free(w), free(sw), free(D), free(back);
+    free(v), free(w), free(y), free(sw), free(D), free(back);
     return nb;
 }
 

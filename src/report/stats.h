@@ -16,13 +16,17 @@ void popk_sort(double *x, size_t n);
 double popk_norm_cdf(double z);
 double popk_norm_quantile(double p);
 
-/* Natural breaks of n values x (any order) into bins: weighted 1-D optimal k-means
- * (Jenks/Fisher) over the distinct values. nbins > 0 asks for that many bins (fewer when
- * there are fewer distinct values); nbins == 0 chooses: one bin per distinct value when there
- * are at most max_auto of them, otherwise the k in 2..max_auto maximising the
- * Calinski-Harabasz criterion. Writes the nb+1 bin edges (edges[0] = min, edges[nb] = max;
- * inner edges midway between the neighbouring values) into edges (size max(nbins, max_auto)
- * + 1) and returns nb, or -1 when out of memory, 0 when n == 0. */
+/* Time bins of n values x (any order). The values are compared on the scale
+ * log(x + delta), delta half the smallest positive value (x shifted to start at 0 when
+ * negative), because sampling times cluster on a relative scale. nbins == 0 (automatic):
+ * neighbouring distinct values less than 25% apart on that scale form one cluster, and the
+ * clusters are the bins when there are at most max_auto of them; otherwise, and when
+ * nbins > 0 asks for a number, the bins are the natural breaks (Jenks/Fisher: the optimal
+ * 1-D k-means over the distinct values, weighted by their counts, on that scale) into
+ * max_auto or nbins bins (fewer when there are fewer distinct values). Writes the nb+1 bin
+ * edges (edges[0] = min, edges[nb] = max; inner edges midway between the neighbouring
+ * values) into edges (size max(nbins, max_auto) + 1) and returns nb, or -1 when out of
+ * memory, 0 when n == 0. */
 int popk_natural_breaks(const double *x, size_t n, int nbins, int max_auto, double *edges);
 /* Index of the bin of value v for edges[0..nb] (values on an inner edge go up; values outside
  * go to the first or last bin). */

@@ -196,6 +196,33 @@ popk_vpc *popk_vpc_compute(const popk_model *m, const popk_data *d, const popk_b
                        "no observations to compare with simulations");
         goto fail;
     }
+    /* Strata in order of output, then stratum value. */
+    {
+        int perm[MAX_STRATA], rank[MAX_STRATA];
+        for (int i = 0; i < nlev; i++)
+            perm[i] = i;
+        for (int i = 1; i < nlev; i++)
+            for (int j = i; j > 0; j--) {
+                int a = perm[j - 1], c = perm[j];
+                if (outs[a] < outs[c] || (outs[a] == outs[c] && !(levels[a] > levels[c])))
+                    break;
+                perm[j - 1] = c;
+                perm[j] = a;
+            }
+        double lv2[MAX_STRATA];
+        int out2[MAX_STRATA];
+        for (int i = 0; i < nlev; i++) {
+            rank[perm[i]] = i;
+            lv2[i] = levels[perm[i]];
+            out2[i] = outs[perm[i]];
+        }
+        for (int i = 0; i < nlev; i++) {
+            levels[i] = lv2[i];
+            outs[i] = out2[i];
+        }
+        for (size_t i = 0; i < nob; i++)
+            ob[i].stratum = rank[ob[i].stratum];
+    }
     v->strata = calloc((size_t)nlev, sizeof *v->strata);
     if (!v->strata)
         goto nomem;
