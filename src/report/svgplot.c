@@ -435,13 +435,25 @@ static void draw_polyline(FILE *f, const frame *fr, const series *s)
         fputs("\"/>\n", f);
 }
 
+/* Lower edge of a band: on a log axis a non-positive value means "below the axis", so the
+ * band runs to the bottom of the plot instead of stopping. */
+static int band_lo(const frame *fr, double y, double *py)
+{
+    if (fr->ylog && y <= 0) {
+        *py = fr->y0 + fr->h + 2;
+        return 1;
+    }
+    return ty(fr, y, py);
+}
+
 static void draw_band(FILE *f, const frame *fr, const series *s)
 {
     size_t k = 0;
     while (k < s->n) {
         double px = 0, pl = 0, ph = 0;
         size_t start = k;
-        while (k < s->n && tx(fr, s->a[k], &px) && ty(fr, s->b[k], &pl) && ty(fr, s->c[k], &ph))
+        while (k < s->n && tx(fr, s->a[k], &px) && band_lo(fr, s->b[k], &pl) &&
+               ty(fr, s->c[k], &ph))
             k++;
         if (k - start >= 2) {
             fprintf(f, "<path fill=\"%s\" fill-opacity=\"%.2g\" stroke=\"none\" d=\"", s->color,
@@ -453,7 +465,7 @@ static void draw_band(FILE *f, const frame *fr, const series *s)
             }
             for (size_t i = k; i-- > start;) {
                 tx(fr, s->a[i], &px);
-                ty(fr, s->b[i], &pl);
+                band_lo(fr, s->b[i], &pl);
                 fprintf(f, " L%.1f,%.1f", px, pl);
             }
             fputs(" Z\"/>\n", f);

@@ -458,12 +458,23 @@ popk_plot *popk_vpc_plot(const popk_vpc *v, int s, int ylog, int width, int heig
     }
     double *t = buf, *lo = buf + nb, *hi = lo + nb, *med = hi + nb, *ob = med + nb;
     char title[256], ylabel[96], lab[96];
-    snprintf(title, sizeof title, "%s%s", v->opt.pred_corrected ? "pcVPC: " : "VPC: ", S->label);
+    snprintf(title, sizeof title, "%s%s: %s", v->opt.pred_corrected ? "pcVPC" : "VPC",
+             ylog ? " (log)" : "", S->label);
     snprintf(ylabel, sizeof ylabel, "%s%s", v->opt.pred_corrected ? "prediction-corrected " : "",
              "observation");
     int rc = popk_plot_labels(p, title, v->opt.time_after_dose ? "time after dose" : "time",
                               ylabel);
     popk_plot_log(p, 0, ylog);
+    if (ylog) {
+        /* The range of the observations: simulated percentiles of an additive error model
+         * reach 0 and below, which a log axis cannot show. */
+        double lo = INFINITY;
+        for (size_t i = 0; i < S->nobs; i++)
+            if (S->y[i] > 0)
+                lo = fmin(lo, S->y[i]);
+        if (isfinite(lo))
+            popk_plot_limits(p, NAN, NAN, 0.5 * lo, NAN);
+    }
     popk_plot_style pts = {.color = "#7f7f7f", .size = 1.8, .opacity = 0.45};
     rc |= popk_plot_points(p, S->nobs, S->x, S->y, &pts);
     for (int k = 0; k < nb; k++)
