@@ -143,6 +143,16 @@ static void test_render(void)
     free(svg);
     popk_plot_free(p);
 
+    /* On log-log axes the identity is a straight line. */
+    p = popk_plot_new(300, 200);
+    popk_plot_log(p, 1, 1);
+    CU_ASSERT_EQUAL(popk_plot_points(p, 6, x, y, NULL), 0);
+    CU_ASSERT_EQUAL(popk_plot_identity(p, NULL), 0);
+    svg = render(p, "t4");
+    CU_ASSERT_EQUAL(diagonal_lines(svg), 1);
+    free(svg);
+    popk_plot_free(p);
+
     /* Points land where the axis mapping says: a single point at the centre of fixed
      * limits [0, 10] x [0, 10] in a 400 x 300 plot with no titles (margins 48, 12, 10, 26). */
     p = popk_plot_new(400, 300);
