@@ -211,6 +211,32 @@ static popk_status write_fit_yaml(const char *path, const popk_fit_info *info,
             yaml_string(f, name);
             fprintf(f, ": %.6g\n", r->se[k]);
         }
+        /* The estimated thetas' covariance block, for 'popk sim --uncertainty'. */
+        int ith[64], nth = 0;
+        for (int k = 0; k < r->npar && nth < 64; k++) {
+            popk_param_kind kind;
+            int row, col;
+            popk_param_map_info(map, k, &kind, &row, &col);
+            if (kind == POPK_PARAM_THETA)
+                ith[nth++] = k;
+        }
+        if (nth > 0 && r->cov) {
+            fprintf(f, "    theta_covariance:\n      names: [");
+            for (int i = 0; i < nth; i++) {
+                char name[256];
+                param_name(m, map, ith[i], name, sizeof name);
+                fprintf(f, "%s", i ? ", " : "");
+                yaml_string(f, name);
+            }
+            fprintf(f, "]\n      matrix:\n");
+            for (int i = 0; i < nth; i++) {
+                fprintf(f, "        - [");
+                for (int j = 0; j < nth; j++)
+                    fprintf(f, "%s%.17g", j ? ", " : "",
+                            r->cov[(size_t)ith[i] * (size_t)r->npar + (size_t)ith[j]]);
+                fprintf(f, "]\n");
+            }
+        }
     }
     fprintf(f, "  shrinkage_percent:\n");
     for (int k = 0; k < m->neta; k++)
