@@ -222,6 +222,41 @@ static int add_smooth(popk_plot *p, const double *x, const double *y, size_t n, 
     return popk_plot_line(p, (size_t)g, gx, gy, &smooth_style);
 }
 
+/* The observations as points, one colour per model output when there are several. */
+static int group_points(const report *r, popk_plot *p, const double *x, const double *y)
+{
+    static const char *const palette[] = {"#2f5d8a", "#e07b00", "#2a9d4b", "#8e44ad"};
+    int nout = r->m->nout, used = 0, rc = 0;
+    for (int o = 0; o < nout; o++)
+        for (size_t i = 0; i < r->nobs; i++)
+            if (r->b->out_of_rec[r->tab_rec[r->obs_row[i]]] == o) {
+                used++;
+                break;
+            }
+    if (used <= 1)
+        return popk_plot_points(p, r->nobs, x, y, &obs_style);
+    double *gx = malloc(sizeof(double) * r->nobs * 2 + 1);
+    if (!gx)
+        return -1;
+    double *gy = gx + r->nobs;
+    for (int o = 0, c = 0; o < nout; o++) {
+        size_t n = 0;
+        for (size_t i = 0; i < r->nobs; i++)
+            if (r->b->out_of_rec[r->tab_rec[r->obs_row[i]]] == o) {
+                gx[n] = x[i];
+                gy[n++] = y[i];
+            }
+        if (n == 0)
+            continue;
+        popk_plot_style st = obs_style;
+        st.color = palette[c++ % 4];
+        st.label = r->m->out[o].name;
+        rc |= popk_plot_points(p, n, gx, gy, &st);
+    }
+    free(gx);
+    return rc;
+}
+
 /* Scatter of y against x for the observations, with optional identity or zero lines. */
 static int scatter(report *r, const char *title, const char *xl, const char *yl,
                    const double *x, const double *y, int logxy, int identity, int zero)
@@ -231,7 +266,7 @@ static int scatter(report *r, const char *title, const char *xl, const char *yl,
         return -1;
     int rc = popk_plot_labels(p, title, xl, yl);
     popk_plot_log(p, logxy, logxy);
-    rc |= popk_plot_points(p, r->nobs, x, y, &obs_style);
+    rc |= group_points(r, p, x, y);
     if (identity) {
         popk_plot_equal(p);
         rc |= popk_plot_identity(p, &ref_style);
