@@ -268,6 +268,9 @@ static int scatter(report *r, const char *title, const char *xl, const char *yl,
     popk_plot_log(p, logxy, logxy);
     rc |= group_points(r, p, x, y);
     if (identity) {
+        /* Below the identity line, bottom right, is where observed-vs-predicted plots are
+         * emptiest. */
+        popk_plot_legend_corner(p, 1);
         popk_plot_equal(p);
         rc |= popk_plot_identity(p, &ref_style);
     }

@@ -21,7 +21,7 @@ typedef struct {
 struct popk_plot {
     int width, height;
     char *title, *xlabel, *ylabel;
-    int xlog, ylog, equal;
+    int xlog, ylog, equal, legend_corner;
     double lim[4];
     int nser, cap;
     series *ser;
@@ -89,6 +89,11 @@ void popk_plot_limits(popk_plot *p, double xlo, double xhi, double ylo, double y
     p->lim[1] = xhi;
     p->lim[2] = ylo;
     p->lim[3] = yhi;
+}
+
+void popk_plot_legend_corner(popk_plot *p, int corner)
+{
+    p->legend_corner = corner;
 }
 
 void popk_plot_equal(popk_plot *p)
@@ -588,7 +593,9 @@ static void draw_legend(FILE *f, const popk_plot *p, const frame *fr)
     if (!n)
         return;
     double w = 30 + 6.2 * (double)longest, h = 6 + 15.0 * n;
-    double x = fr->x0 + fr->w - w - 6, y = fr->y0 + 6;
+    int left = p->legend_corner >= 2, bottom = p->legend_corner % 2 == 1;
+    double x = left ? fr->x0 + 6 : fr->x0 + fr->w - w - 6;
+    double y = bottom ? fr->y0 + fr->h - h - 6 : fr->y0 + 6;
     fprintf(f, "<g class=\"legend\"><rect x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\" "
                "fill=\"white\" fill-opacity=\"0.85\" stroke=\"#bbb\"/>\n",
             x, y, w, h);

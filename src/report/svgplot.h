@@ -33,6 +33,8 @@ int popk_plot_labels(popk_plot *p, const char *title, const char *xlabel, const 
 void popk_plot_log(popk_plot *p, int xlog, int ylog);
 /* Fixed limits (NaN: from the data, padded by 4%). */
 void popk_plot_limits(popk_plot *p, double xlo, double xhi, double ylo, double yhi);
+/* Where the legend goes: 0 top right (default), 1 bottom right, 2 top left, 3 bottom left. */
+void popk_plot_legend_corner(popk_plot *p, int corner);
 /* The same range on both axes (observed against predicted). */
 void popk_plot_equal(popk_plot *p);
 /* Named ticks on the x axis instead of numbers (a categorical covariate): copied. */

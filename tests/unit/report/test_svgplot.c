@@ -166,6 +166,16 @@ static void test_render(void)
     CU_ASSERT(strstr(svg, expect) != NULL);
     free(svg);
     popk_plot_free(p);
+
+    /* Legend in the bottom-left corner: 6 px inside the plot area (x0 = 48). */
+    p = popk_plot_new(400, 300);
+    popk_plot_legend_corner(p, 3);
+    popk_plot_style lab = {.label = "a"};
+    popk_plot_points(p, 1, &cx, &cy, &lab);
+    svg = render(p, "t5");
+    CU_ASSERT(strstr(svg, "<g class=\"legend\"><rect x=\"54.0\"") != NULL);
+    free(svg);
+    popk_plot_free(p);
     popk_plot_free(NULL);
 }
 
