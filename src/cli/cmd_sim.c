@@ -773,7 +773,7 @@ int popk_cmd_sim(int argc, char **argv)
         for (int k = 0; k < 4; k++)
             fprintf(g, " %-24s", popk_metric_names[show[k]]);
         for (int j = 0; j < ntargets; j++)
-            fprintf(g, " PTA %-14s", tg[j].text);
+            fprintf(g, " PTA%% %-13s", tg[j].text);
         fputc('\n', g);
         for (int p = 0; p < nprof; p++) {
             fprintf(g, "%-22s", prof_label[p]);

@@ -13,7 +13,13 @@
  * the slowest spectral projector (Perron-Frobenius), so for nonnegative amounts every term is
  * nonnegative and small compartments keep their relative accuracy. The depot is kept out of
  * that interpolation for the same reason (a fast-eliminating central compartment next to a
- * slow depot would otherwise be computed as a difference of much larger numbers). */
+ * slow depot would otherwise be computed as a difference of much larger numbers).
+ *
+ * Two renderings of these formulas: linear_impl.h (any ncmt, memoised divided differences,
+ * instantiated on doubles and duals; used for 3 compartments) and straight-line code below
+ * for 1-2 compartments, the hot path (its dual version carries partials of divided
+ * differences as divided differences with a repeated node). Tests hold both to the same
+ * independent references. */
 #include "pred/linear.h"
 
 #include <math.h>
@@ -312,11 +318,13 @@ static void fast_advance_d(const popk_linsys *s, double *A, const double *R, dou
 enum { NODE_A, NODE_B, NODE_C, NODE_ZERO };
 
 /* coef = dt^(k-1) E(nodes idx[0..k-1]) with partials. */
-static void coef_dual(popk_dual *coef, int k, const int *idx, const popk_dual *Y, const double *E,
-                      const popk_dual *tpow, int nd)
+static inline __attribute__((always_inline)) void
+coef_dual(popk_dual *coef, int k, const int *idx, const popk_dual *Y, const double *E,
+          const popk_dual *tpow, int nd)
 {
     if (k == 1) { /* d e^y = e^y dy */
-        dl_exp(coef, &Y[idx[0]], nd);
+        dl_scale(coef, &Y[idx[0]], E[idx[0]], nd);
+        coef->v = E[idx[0]];
         return;
     }
     double y[6], e[6];
@@ -337,8 +345,9 @@ static void coef_dual(popk_dual *coef, int k, const int *idx, const popk_dual *Y
     dl_mul(coef, coef, &tpow[k - 1], nd);
 }
 
-static int fast_advance_dual(const popk_linsys *s, popk_dual *A, const popk_dual *R,
-                             const popk_dual *dt, int nd)
+static inline __attribute__((always_inline)) int
+fast_advance_dual(const popk_linsys *s, popk_dual *A, const popk_dual *R, const popk_dual *dt,
+                  int nd)
 {
     const int two = s->ncmt == 2, dep = s->depot ? 1 : 0;
     popk_dual zero, k12, k21, r[2], Y[4], tpow[4];
@@ -348,13 +357,13 @@ static int fast_advance_dual(const popk_linsys *s, popk_dual *A, const popk_dual
         dl_load(&k12, &s->k12, nd);
         dl_load(&k21, &s->k21, nd);
     } else {
-        k12 = zero;
-        k21 = zero;
+        dl_set(&k12, 0.0, nd);
+        dl_set(&k21, 0.0, nd);
     }
     if (dl_eigen(r, two ? 2 : 1, k10, &k12, &k21, &zero, &zero, nd) != 0)
         return -1;
     if (!two)
-        r[1] = zero;
+        dl_set(&r[1], 0.0, nd);
     const popk_dual *Ad = dep ? &A[0] : &zero, *Rd = dep && R ? &R[0] : &zero;
     const popk_dual *x0 = &A[dep], *x1 = two ? &A[dep + 1] : &zero;
     const popk_dual *w0 = R ? &R[dep] : &zero, *w1 = R && two ? &R[dep + 1] : &zero;
@@ -367,7 +376,7 @@ static int fast_advance_dual(const popk_linsys *s, popk_dual *A, const popk_dual
     dl_scale(&Y[NODE_B], &Y[NODE_B], -1.0, nd);
     dl_mul(&Y[NODE_C], ka, dt, nd);
     dl_scale(&Y[NODE_C], &Y[NODE_C], -1.0, nd);
-    Y[NODE_ZERO] = zero;
+    dl_set(&Y[NODE_ZERO], 0.0, nd);
     const double E[4] = {exp(Y[NODE_A].v), two ? exp(Y[NODE_B].v) : 0.0,
                          dep ? exp(Y[NODE_C].v) : 0.0, 1.0};
     dl_set(&tpow[0], 1.0, nd);
@@ -415,7 +424,9 @@ static int fast_advance_dual(const popk_linsys *s, popk_dual *A, const popk_dual
         }
     }
     if (depot_amount || depot_input) {
-        popk_dual g0 = zero, g1 = zero;
+        popk_dual g0, g1;
+        dl_set(&g0, 0.0, nd);
+        dl_set(&g1, 0.0, nd);
         if (depot_amount) {
             coef_dual(&c, 2, set_ac, Y, E, tpow, nd);
             dl_axpy(&g0, &c, Ad, nd);
@@ -446,11 +457,11 @@ static int fast_advance_dual(const popk_linsys *s, popk_dual *A, const popk_dual
             coef_dual(&c, 2, set_cz, Y, E, tpow, nd);
             dl_axpy(&depot, &c, Rd, nd);
         }
-        A[0] = depot;
+        dl_load(&A[0], &depot, nd);
     }
-    A[dep] = out0;
+    dl_load(&A[dep], &out0, nd);
     if (two)
-        A[dep + 1] = out1;
+        dl_load(&A[dep + 1], &out1, nd);
     return 0;
 }
 
@@ -529,8 +540,20 @@ int popk_linsys_advance(const popk_linsys *s, popk_dual *A, const popk_dual *R, 
 {
     if (problem(s, dt.v) || s->nd < 0 || s->nd > POPK_DUAL_MAX)
         return -1;
-    if (s->ncmt <= 2)
-        return fast_advance_dual(s, A, R, &dt, s->nd);
+    if (s->ncmt <= 2) {
+        /* constant nd for the usual small counts lets the compiler unroll every dual loop */
+        switch (s->nd) {
+        case 1: return fast_advance_dual(s, A, R, &dt, 1);
+        case 2: return fast_advance_dual(s, A, R, &dt, 2);
+        case 3: return fast_advance_dual(s, A, R, &dt, 3);
+        case 4: return fast_advance_dual(s, A, R, &dt, 4);
+        case 5: return fast_advance_dual(s, A, R, &dt, 5);
+        case 6: return fast_advance_dual(s, A, R, &dt, 6);
+        case 7: return fast_advance_dual(s, A, R, &dt, 7);
+        case 8: return fast_advance_dual(s, A, R, &dt, 8);
+        default: return fast_advance_dual(s, A, R, &dt, s->nd);
+        }
+    }
     return dl_advance(s, A, R, &dt, s->nd);
 }
 

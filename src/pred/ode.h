@@ -45,18 +45,34 @@ popk_status popk_ode_reset(popk_ode *o, double t0, const double *y0, const doubl
                            popk_error *err);
 
 /* Integrate to tout (>= current time, never past tout), write y[n] and s[ns*n] (s may be
- * NULL). On failure sets err with the time and SUNDIALS' reason (too much work, error test
- * failures, convergence failures, a callback failure, NaN in the right-hand side). */
-/* Details: the right-hand side is never evaluated past tout (CVODE stop time), so the model
+ * NULL; s[k*n + i] = d y_i / d q_k, the layout of s0 too). On failure sets err with the time
+ * and SUNDIALS' reason (too much work, error test failures, convergence failures, a callback
+ * failure, NaN in the right-hand side).
+ * Details: the right-hand side is never evaluated past tout (CVODE stop time), so the model
  * may change discontinuously at tout. y may be NULL too. Successive advances continue the
- * same integration (no restart). tout equal to the current time (within time round-off)
- * returns the current state. Outputs are checked finite. Non-finite values from the
- * callback (state, Jacobian or sensitivity right-hand side) are answered "recoverable" the
- * first few times in one advance (the solver retries with a smaller step), then "fatal". Error codes:
+ * same integration (no restart: reset only at discontinuities, a restart costs steps).
+ * tout equal to the current time (within time round-off) returns the current state.
+ * Outputs are checked finite. Non-finite values from the callback (state, Jacobian or
+ * sensitivity right-hand side) are answered "recoverable" the first few times in one
+ * advance (the solver retries with a smaller step), then "fatal". Error codes:
  * POPK_ERR_NUMERIC (non-finite values), POPK_ERR_SOLVER (too much work, error-test or
  * convergence failures, callback status), POPK_ERR_ARG (tout in the past, no reset). After
  * a failure the solver needs popk_ode_reset before the next advance. */
 popk_status popk_ode_advance(popk_ode *o, double tout, double *y, double *s, popk_error *err);
+
+/* As popk_ode_advance, for a caller who knows the right-hand side stays smooth up to
+ * tsmooth (>= tout; the next dose or infusion change; INFINITY if none): the solver may
+ * step beyond tout, up to tsmooth, and interpolate at tout. With dense outputs between
+ * events this takes far fewer steps than stopping at every tout. tsmooth must not go back
+ * before a previous call's tsmooth until the next reset (POPK_ERR_ARG). */
+popk_status popk_ode_advance_smooth(popk_ode *o, double tout, double tsmooth, double *y,
+                                   double *s, popk_error *err);
+
+/* Turn the sensitivity directions off (enabled = 0) or back on, from the next
+ * popk_ode_reset: a solver created with ns > 0 can then also serve evaluations that need no
+ * derivatives at the cost of states only. While off, s and s0 are ignored (s is not
+ * written). Default: on. */
+void popk_ode_set_sensitivities(popk_ode *o, int enabled);
 
 /* Work counters, cumulative since popk_ode_new (for benchmarks and tuning). */
 typedef struct {

@@ -97,7 +97,7 @@ static int prefix(lex *x, const char *w)
     if (strncasecmp(x->p, w, n) != 0)
         return 0;
     char c = x->p[n];
-    if (!(isdigit((unsigned char)c) || c == ' ' || c == '.' || c == '-'))
+    if (!(isdigit((unsigned char)c) || c == ' ' || c == '.' || c == '-' || c == '\0'))
         return 0;
     x->p += n;
     return 1;

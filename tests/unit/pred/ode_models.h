@@ -1,4 +1,5 @@
-/* tests/unit/pred/ode_models.h — compartment models as popk_ode_rhs callbacks (tests, bench). */
+/* tests/unit/pred/ode_models.h — a compartment model as a popk_ode_rhs callback, and its closed
+ * form (shared by the ode suite and its benchmark). */
 #ifndef POPK_TEST_ODE_MODELS_H
 #define POPK_TEST_ODE_MODELS_H
 
@@ -48,6 +49,29 @@ static inline int oral2_rhs(double t, const double *y, double *ydot, double *jac
         }
     }
     return 0;
+}
+
+static inline void two_cmt_rates(double k10, double k12, double k21, double *alpha, double *beta)
+{
+    double s = k10 + k12 + k21;
+    double disc = sqrt(s * s - 4.0 * k10 * k21);
+    *alpha = 0.5 * (s + disc);
+    *beta = 0.5 * (s - disc);
+}
+
+/* Bolus D into the depot: partial fractions of ka D (s + k21) / ((s+ka)(s+alpha)(s+beta)). */
+static inline void two_cmt_oral(const double p[4], double d, double t, double y[3])
+{
+    double ka = p[0], k10 = p[1], k12 = p[2], k21 = p[3];
+    double al, be;
+    two_cmt_rates(k10, k12, k21, &al, &be);
+    double ea = exp(-al * t), eb = exp(-be * t), ek = exp(-ka * t);
+    double ca = 1.0 / ((ka - al) * (be - al));
+    double cb = 1.0 / ((ka - be) * (al - be));
+    double ck = 1.0 / ((al - ka) * (be - ka));
+    y[0] = d * ek;
+    y[1] = ka * d * ((k21 - al) * ca * ea + (k21 - be) * cb * eb + (k21 - ka) * ck * ek);
+    y[2] = ka * d * k12 * (ca * ea + cb * eb + ck * ek);
 }
 
 #endif

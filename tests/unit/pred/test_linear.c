@@ -519,6 +519,25 @@ static double dual_vs_fd(popk_linsys s, const double *A0, const double *R0, doub
     dt.d[P_DT] = 1;
     CU_ASSERT_EQUAL_FATAL(popk_linsys_advance(&s, A, R, dt), 0);
 
+    /* fewer directions (the fast path specialises small counts) give the same partials */
+    for (int few = 1; few <= 9; few++) {
+        popk_linsys sf = s;
+        sf.nd = few;
+        popk_dual Af[NMAX], Rf[NMAX], dtf = dt;
+        for (int i = 0; i < n; i++) {
+            Af[i] = pd_const(A0[i], nd);
+            Af[i].d[P_A0 + i] = 1;
+            Rf[i] = R[i];
+        }
+        CU_ASSERT_EQUAL_FATAL(popk_linsys_advance(&sf, Af, Rf, dtf), 0);
+        for (int i = 0; i < n; i++) {
+            CU_ASSERT(Af[i].v == A[i].v);
+            for (int p = 0; p < few; p++)
+                CU_ASSERT(rel_err(Af[i].d[p], A[i].d[p]) < 1e-13 ||
+                          fabs(Af[i].d[p] - A[i].d[p]) < 1e-13 * fabs(A[i].v));
+        }
+    }
+
     double Ad[NMAX];
     memcpy(Ad, A0, sizeof Ad);
     CU_ASSERT_EQUAL(popk_linsys_advance_d(&s, Ad, R0, dt0), 0);

@@ -45,14 +45,6 @@ static bateman_t bateman(double d, double ka, double ke, double t)
     return b;
 }
 
-static void two_cmt_rates(double k10, double k12, double k21, double *alpha, double *beta)
-{
-    double s = k10 + k12 + k21;
-    double disc = sqrt(s * s - 4.0 * k10 * k21);
-    *alpha = 0.5 * (s + disc);
-    *beta = 0.5 * (s - disc);
-}
-
 /* Bolus D into the central compartment: A1 = A e^{-alpha t} + B e^{-beta t}. */
 static void two_cmt_bolus(double d, double k10, double k12, double k21, double t, double *a1,
                           double *a2)
@@ -62,21 +54,6 @@ static void two_cmt_bolus(double d, double k10, double k12, double k21, double t
     double ea = exp(-al * t), eb = exp(-be * t);
     *a1 = d * ((al - k21) / (al - be) * ea + (k21 - be) / (al - be) * eb);
     *a2 = d * k12 / (al - be) * (eb - ea);
-}
-
-/* Bolus D into the depot: partial fractions of ka D (s + k21) / ((s+ka)(s+alpha)(s+beta)). */
-static void two_cmt_oral(const double p[4], double d, double t, double y[3])
-{
-    double ka = p[0], k10 = p[1], k12 = p[2], k21 = p[3];
-    double al, be;
-    two_cmt_rates(k10, k12, k21, &al, &be);
-    double ea = exp(-al * t), eb = exp(-be * t), ek = exp(-ka * t);
-    double ca = 1.0 / ((ka - al) * (be - al));
-    double cb = 1.0 / ((ka - be) * (al - be));
-    double ck = 1.0 / ((al - ka) * (be - ka));
-    y[0] = d * ek;
-    y[1] = ka * d * ((k21 - al) * ca * ea + (k21 - be) * cb * eb + (k21 - ka) * ck * ek);
-    y[2] = ka * d * k12 * (ca * ea + cb * eb + ck * ek);
 }
 
 /* Lambert W (principal branch, z >= 0) by Halley's iteration. */
@@ -544,6 +521,38 @@ static void test_never_past_tout(void)
     popk_ode_free(o);
 }
 
+/* With a smooth-until time the solver may step beyond the outputs but never beyond it, and
+ * the interpolated outputs keep the accuracy of stopping at each output. */
+static void test_advance_smooth(void)
+{
+    faulty_model m = faulty_well_behaved();
+    popk_error err;
+    popk_ode *o = popk_ode_new(1, 1, faulty_rhs, &m, &err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(o);
+    popk_ode_set_tolerances(o, 1e-10, 1e-12, 100000);
+    double y0 = 5.0, y, s;
+    CU_ASSERT_EQUAL_FATAL(popk_ode_reset(o, 0.0, &y0, NULL, &err), POPK_OK);
+    for (double t = 0.5; t <= 12.0; t += 0.5) {
+        CU_ASSERT_EQUAL_FATAL(popk_ode_advance_smooth(o, t, 12.0, &y, &s, &err), POPK_OK);
+        CU_ASSERT(m.max_t_seen <= 12.0);
+        CU_ASSERT(close_enough(y, faulty_exact(m.k, 5.0, t), 1e-7, 0.0, "smooth advance", t));
+        double dydk = -25.0 * t / ((1.0 + m.k * 5.0 * t) * (1.0 + m.k * 5.0 * t));
+        CU_ASSERT(close_enough(s, dydk, 1e-5, 0.0, "smooth advance dy/dk", t));
+    }
+    /* Steps do not aim at 6 when smoothness extends to 12, so the solver ends past 6 + 1e-9
+     * and a smooth-until time of 6 + 1e-9 is refused. */
+    CU_ASSERT_EQUAL_FATAL(popk_ode_reset(o, 0.0, &y0, NULL, &err), POPK_OK);
+    CU_ASSERT_EQUAL(popk_ode_advance_smooth(o, 6.0, 12.0, &y, NULL, &err), POPK_OK);
+    CU_ASSERT_EQUAL(popk_ode_advance_smooth(o, 6.0 + 1e-9, 6.0 + 1e-9, &y, NULL, &err),
+                    POPK_ERR_ARG);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err.message, "already reached"));
+    CU_ASSERT_EQUAL(popk_ode_advance_smooth(o, 3.0, 2.0, &y, NULL, &err), POPK_ERR_ARG);
+    /* Unbounded smoothness. */
+    CU_ASSERT_EQUAL(popk_ode_advance_smooth(o, 20.0, INFINITY, &y, NULL, &err), POPK_OK);
+    CU_ASSERT(close_enough(y, faulty_exact(m.k, 5.0, 20.0), 1e-7, 0.0, "smooth advance", 20.0));
+    popk_ode_free(o);
+}
+
 static void test_same_time_and_backwards(void)
 {
     oral1_model m = {1.3, 0.11, 2};
@@ -596,6 +605,61 @@ static void test_independent_solvers(void)
     }
     popk_ode_free(a);
     popk_ode_free(b);
+}
+
+/* A solver made with directions can run without them, then with them again. */
+static void test_sensitivities_toggle(void)
+{
+    oral1_model m = {1.3, 0.11, 2};
+    popk_error err;
+    popk_ode *o = popk_ode_new(2, 2, oral1_rhs, &m, &err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(o);
+    popk_ode_set_tolerances(o, 1e-10, 1e-12, 100000);
+    double y0[2] = {DOSE, 0.0}, y[2], s[4] = {-7.0, -7.0, -7.0, -7.0};
+    popk_ode_set_sensitivities(o, 0);
+    CU_ASSERT_EQUAL_FATAL(popk_ode_reset(o, 0.0, y0, NULL, &err), POPK_OK);
+    CU_ASSERT_EQUAL_FATAL(popk_ode_advance(o, 5.0, y, s, &err), POPK_OK);
+    bateman_t b = bateman(DOSE, m.ka, m.ke, 5.0);
+    CU_ASSERT(close_enough(y[1], b.ac, 1e-7, 0.0, "central, no sensitivities", 5.0));
+    CU_ASSERT(s[0] == -7.0 && s[3] == -7.0);
+    popk_ode_stats st;
+    popk_ode_get_stats(o, &st);
+    CU_ASSERT_EQUAL(st.sens_rhs_evals, 0);
+    popk_ode_set_sensitivities(o, 1);
+    CU_ASSERT_EQUAL_FATAL(popk_ode_reset(o, 0.0, y0, NULL, &err), POPK_OK);
+    CU_ASSERT_EQUAL_FATAL(popk_ode_advance(o, 5.0, y, s, &err), POPK_OK);
+    CU_ASSERT(close_enough(s[1], b.dac_dka, 1e-5, 0.0, "dAc/dka after toggling", 5.0));
+    CU_ASSERT(close_enough(s[3], b.dac_dke, 1e-5, 0.0, "dAc/dke after toggling", 5.0));
+    popk_ode_free(o);
+}
+
+/* One solver per thread: subjects integrated in parallel give bit-identical results to the
+ * same subjects integrated serially. */
+static void test_threads(void)
+{
+    enum { NSUB = 8 };
+    double serial[NSUB][3], parallel[NSUB][3];
+    int failures = 0;
+    for (int pass = 0; pass < 2; pass++) {
+        double (*out)[3] = pass == 0 ? serial : parallel;
+#pragma omp parallel for num_threads(2) schedule(dynamic) reduction(+ : failures) if (pass == 1)
+        for (int i = 0; i < NSUB; i++) {
+            oral2_model m = {{0.5 + 0.1 * i, 0.12, 0.35, 0.07}, 3};
+            popk_error err;
+            popk_ode *o = popk_ode_new(3, 3, oral2_rhs, &m, &err);
+            double y0[3] = {DOSE, 0.0, 0.0};
+            if (!o || popk_ode_reset(o, 0.0, y0, NULL, &err) != POPK_OK ||
+                popk_ode_advance(o, 30.0, out[i], NULL, &err) != POPK_OK)
+                failures++;
+            popk_ode_free(o);
+        }
+    }
+    CU_ASSERT_EQUAL(failures, 0);
+    CU_ASSERT(memcmp(serial, parallel, sizeof serial) == 0);
+    double ref[3];
+    oral2_model m0 = {{0.5, 0.12, 0.35, 0.07}, 0};
+    two_cmt_oral(m0.p, DOSE, 30.0, ref);
+    CU_ASSERT(close_enough(parallel[0][1], ref[1], 1e-6, 0.0, "threaded central", 30.0));
 }
 
 /* ---- tests: stiffness and faults ---------------------------------------------------- */
@@ -786,8 +850,11 @@ int main(void)
     CU_add_test(s, "reset_cycles_match_uninterrupted", test_reset_cycles_match_uninterrupted);
     CU_add_test(s, "seven_doses_superposition", test_seven_doses_superposition);
     CU_add_test(s, "never_past_tout", test_never_past_tout);
+    CU_add_test(s, "advance_smooth", test_advance_smooth);
     CU_add_test(s, "same_time_and_backwards", test_same_time_and_backwards);
     CU_add_test(s, "independent_solvers", test_independent_solvers);
+    CU_add_test(s, "sensitivities_toggle", test_sensitivities_toggle);
+    CU_add_test(s, "threads", test_threads);
     CU_add_test(s, "robertson_stiff", test_robertson_stiff);
     CU_add_test(s, "fault_nan_rhs", test_fault_nan_rhs);
     CU_add_test(s, "fault_transient_nan_recovers", test_fault_transient_nan_recovers);

@@ -334,6 +334,102 @@ static void test_regimen_parse(void)
     }
 }
 
+/* Random mutations of valid regimens: each parse either succeeds with positive doses in time
+ * order or fails with a column inside the text (never a crash or an out-of-range position). */
+static void test_regimen_mutations(void)
+{
+    static const char *seeds[] = {"400 mg po q12h x2, then 200 mg po q12h x 26",
+                                  "1 g iv over 1 h q12h x 14", "25 mg infusion at 50 mg/h qd for 7 days",
+                                  "at 3 h 5 mg to depot; 10 mg iv bolus"};
+    static const char alphabet[] = "0123456789 .,;-+xqhmgivpoatfrdyuQXH/e";
+    popk_rng r;
+    popk_rng_init(&r, 77, 0);
+    int ok = 0, failed = 0, bad_column = 0, bad_doses = 0;
+    for (int i = 0; i < 3000; i++) {
+        char text[128];
+        snprintf(text, sizeof text, "%s", seeds[i % 4]);
+        size_t len = strlen(text);
+        int nmut = 1 + (int)(popk_rng_uniform(&r) * 3);
+        for (int k = 0; k < nmut && len > 0; k++) {
+            size_t at = (size_t)(popk_rng_uniform(&r) * (double)len);
+            double u = popk_rng_uniform(&r);
+            char c = alphabet[(size_t)(popk_rng_uniform(&r) * (sizeof alphabet - 1))];
+            if (u < 0.4)
+                text[at] = c;
+            else if (u < 0.7) {
+                memmove(text + at, text + at + 1, len - at);
+                len--;
+            } else if (len + 1 < sizeof text) {
+                memmove(text + at + 1, text + at, len - at + 1);
+                text[at] = c;
+                len++;
+            }
+        }
+        popk_error err;
+        popk_error_clear(&err);
+        popk_regimen *reg = popk_regimen_parse(text, MO, &err);
+        if (reg) {
+            ok++;
+            for (size_t d = 0; d < reg->ndose; d++)
+                if (!(reg->dose[d].amt > 0) || (d && reg->dose[d].time < reg->dose[d - 1].time))
+                    bad_doses++;
+            popk_regimen_free(reg);
+        } else {
+            failed++;
+            if (err.column < 1 || err.column > (int)len + 1)
+                bad_column++;
+        }
+    }
+    CU_ASSERT(ok > 100 && failed > 100);
+    CU_ASSERT_EQUAL(bad_column, 0);
+    CU_ASSERT_EQUAL(bad_doses, 0);
+}
+
+/* The YAML form, its error positions, and a dataset's dose records as the template. */
+static void test_regimen_files(void)
+{
+    popk_error err;
+    popk_model *vanc = popk_model_load(popk_test_src("models/vancomycin.yaml"), &err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(vanc);
+    popk_regimen *r =
+        popk_regimen_load(popk_test_src("models/sim/vancomycin_loading.yaml"), vanc, &err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(r);
+    CU_ASSERT_EQUAL(r->ndose, 14);
+    CU_ASSERT_DOUBLE_EQUAL(r->dose[0].rate, 1000, 0);
+    CU_ASSERT_DOUBLE_EQUAL(r->dose[1].time, 12, 0);
+    CU_ASSERT_DOUBLE_EQUAL(r->dose[1].rate, 1000, 0);
+    CU_ASSERT_DOUBLE_EQUAL(r->t_last, 12 * 13, 0);
+    CU_ASSERT_DOUBLE_EQUAL(r->tau, 12, 0);
+    popk_regimen_free(r);
+    const char *bad = "/tmp/popk_test_bad_regimen.yaml";
+    FILE *f = fopen(bad, "w");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(f);
+    fputs("doses:\n  - {amount: 100, route: iv}\n  - {amount: 50, rout: iv}\n", f);
+    fclose(f);
+    CU_ASSERT_PTR_NULL(popk_regimen_load(bad, vanc, &err));
+    CU_ASSERT_EQUAL(err.line, 3);
+    CU_ASSERT_EQUAL(err.column, 18);
+    CU_ASSERT(strstr(err.message, "unknown key 'rout'") != NULL);
+    f = fopen(bad, "w");
+    fputs("regimen: \"100 mg iv q12h x\"\n", f);
+    fclose(f);
+    CU_ASSERT_PTR_NULL(popk_regimen_load(bad, vanc, &err));
+    CU_ASSERT_EQUAL(err.line, 1);
+    CU_ASSERT_EQUAL(err.column, 27); /* the end of the text, inside the quotes */
+    remove(bad);
+    popk_model_free(vanc);
+    popk_data *d = popk_data_read(popk_test_src("datasets/theo_sd.csv"), &err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(d);
+    r = popk_regimen_from_data(d, 2, &err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(r);
+    CU_ASSERT_EQUAL(r->ndose, 1);
+    CU_ASSERT_DOUBLE_EQUAL(r->dose[0].amt, d->rec[d->sub[1].first].amt, 0);
+    CU_ASSERT_DOUBLE_EQUAL(r->tau, 0, 0);
+    popk_regimen_free(r);
+    CU_ASSERT_PTR_NULL(popk_regimen_from_data(d, 99, &err));
+    popk_data_free(d);
+}
+
 static void test_population_errors(void)
 {
     popk_covdist dist[2];
@@ -374,6 +470,8 @@ int main(void)
     CU_add_test(s, "thread-count reproducibility", test_threads);
     CU_add_test(s, "covariate draws", test_covariate_draws);
     CU_add_test(s, "regimen parser", test_regimen_parse);
+    CU_add_test(s, "regimen files", test_regimen_files);
+    CU_add_test(s, "regimen mutations", test_regimen_mutations);
     CU_add_test(s, "population and target errors", test_population_errors);
     return popk_test_run();
 }

@@ -142,6 +142,36 @@ static void test_threads_cli(void)
     }
 }
 
+/* fit.yaml written by popk fit carries the thetas' covariance that --uncertainty reads: the
+ * typical curve gets a band whose median is the typical curve (to sampling error). */
+static void test_uncertainty_from_fit(void)
+{
+    const char *exe = getenv("POPK_EXE");
+    char cmd[16384], path[1100], model[4096], data[4096];
+    /* popk_test_src returns a static buffer: copy before the second call */
+    snprintf(model, sizeof model, "%s", popk_test_src("models/theophylline.yaml"));
+    snprintf(data, sizeof data, "%s", popk_test_src("datasets/theo_sd.csv"));
+    snprintf(cmd, sizeof cmd,
+             "OMP_WAIT_POLICY=passive '%s' fit '%s' '%s' --out '%s/fit' > /dev/null 2>&1 && "
+             "'%s' sim '%s/fit/fit.yaml' --mode typical --uncertainty --n 2000 --regimen "
+             "'320 mg po' --times 0,2,8 --quiet --out '%s/unc' > /dev/null && "
+             "'%s' sim '%s/fit/fit.yaml' --mode typical --regimen '320 mg po' --times 0,2,8 "
+             "--quiet --out '%s/typ0' > /dev/null",
+             exe, model, data, work, exe, work, work, exe, work, work);
+    CU_ASSERT_EQUAL_FATAL(sh(cmd), 0);
+    double p5[3], p50[3], p95[3], typ[3];
+    snprintf(path, sizeof path, "%s/unc/percentiles.csv", work);
+    CU_ASSERT_EQUAL(read_column(path, 4, -1, NULL, p5, 3), 3);
+    CU_ASSERT_EQUAL(read_column(path, 6, -1, NULL, p50, 3), 3);
+    CU_ASSERT_EQUAL(read_column(path, 8, -1, NULL, p95, 3), 3);
+    snprintf(path, sizeof path, "%s/typ0/percentiles.csv", work);
+    CU_ASSERT_EQUAL(read_column(path, 6, -1, NULL, typ, 3), 3);
+    for (int t = 1; t < 3; t++) {
+        CU_ASSERT(p95[t] > 1.05 * p5[t]);
+        CU_ASSERT(fabs(p50[t] / typ[t] - 1) < 0.02);
+    }
+}
+
 /* No output directory and no staging directory may remain after a refused run. */
 static int leftovers(void)
 {
@@ -216,6 +246,7 @@ int main(void)
     CU_pSuite s = CU_add_suite("sim_cli", setup, teardown);
     CU_add_test(s, "typical patient equals popk predict", test_typical_equals_predict);
     CU_add_test(s, "same output for 1 and 2 threads", test_threads_cli);
+    CU_add_test(s, "parameter uncertainty from fit.yaml", test_uncertainty_from_fit);
     CU_add_test(s, "bad input: exit 2, nothing written", test_bad_input);
     return popk_test_run();
 }
