@@ -10,6 +10,7 @@
 
 #include "cli/cli.h"
 #include "fit/fit_write.h"
+#include "report/report.h"
 #include "util/error.h"
 
 static void usage(FILE *out)
@@ -28,6 +29,7 @@ static void usage(FILE *out)
             "  --ignore C      drop records matching COL=VALUE (NONMEM IGNORE=(COL.EQ.VALUE))\n"
             "  --accept C      keep only records matching COL=VALUE\n"
             "  --quiet         no iteration log\n"
+            "  --report        also write report.html (as 'popk report OUT')\n"
             "Exit status: 0 converged, 3 not converged (results written), 2 bad input,\n"
             "1 other failure.\n");
 }
@@ -78,7 +80,7 @@ int popk_cmd_fit(int argc, char **argv)
 {
     const char *model_path = NULL, *data_path = NULL, *out_dir = NULL;
     const char *filters[16];
-    int filter_accept[16], nfilter = 0, quiet = 0;
+    int filter_accept[16], nfilter = 0, quiet = 0, report = 0;
     popk_estimate_options opt;
     popk_estimate_options_default(&opt);
     for (int i = 1; i < argc; i++) {
@@ -125,6 +127,8 @@ int popk_cmd_fit(int argc, char **argv)
             opt.evaluate_only = 1;
         } else if (!strcmp(a, "--quiet")) {
             quiet = 1;
+        } else if (!strcmp(a, "--report")) {
+            report = 1;
         } else if (a[0] == '-' && a[1]) {
             fprintf(stderr, "popk fit: unknown or incomplete option '%s'\n", a);
             usage(stderr);
@@ -223,6 +227,18 @@ int popk_cmd_fit(int argc, char **argv)
     popk_fit_summary(stdout, &info);
     printf("results in %s/\n", out_dir);
     rc = res->status == POPK_OK ? POPK_EXIT_OK : POPK_EXIT_NOCONV;
+    if (report) {
+        popk_report_options ro;
+        popk_report_options_default(&ro);
+        ro.data_path = data_path;
+        ro.nthreads = opt.nthreads;
+        if (popk_report_write(out_dir, &ro, &err) != POPK_OK) {
+            popk_cli_report(&err);
+            rc = POPK_EXIT_FAILURE;
+            goto done;
+        }
+        printf("report in %s/report.html\n", out_dir);
+    }
     if (rc == POPK_EXIT_NOCONV)
         fprintf(stderr, "popk fit: the estimation did not converge; results written with "
                         "status 'not converged'\n");
