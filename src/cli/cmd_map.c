@@ -544,6 +544,10 @@ int popk_cmd_map(int argc, char **argv)
             for (int k = 1; k < nstr; k++)
                 step = fmin(step, strengths[k]);
             rp.loading = popk_map_loading(rp.mp, &rp.reg[0], step, &err);
+            if (!isnan(rp.loading) && !isnan(opt.dose_hi) && rp.loading > opt.dose_hi)
+                popk_map_warn(rp.mp, "the loading dose %g lies above the range the model was "
+                              "built on (up to %g): its prediction is an extrapolation",
+                              rp.loading, opt.dose_hi);
             if (isnan(rp.loading))
                 popk_map_warn(rp.mp, "no loading dose up to 3 times the maintenance dose "
                               "reaches the steady-state trough after the first interval");
