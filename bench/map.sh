@@ -9,4 +9,4 @@ if [ ! -d "$build" ]; then
     meson setup "$build" "$root" -Dbuildtype=release >/dev/null
 fi
 ninja -C "$build" -j2 tests/unit/map/bench_map >/dev/null
-OMP_WAIT_POLICY=passive "$build/tests/unit/map/bench_map"
+OMP_NUM_THREADS=1 OMP_WAIT_POLICY=passive "$build/tests/unit/map/bench_map"

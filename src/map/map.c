@@ -34,6 +34,7 @@ struct popk_map {
     double dose_lo, dose_hi;
     double *eta, *eta_cov, objective;
     int nsamples;
+    popk_pta_method pta;
     double *draws;              /* nsamples x neta posterior draws (common to every use) */
     int nobs;
     popk_map_obs *obs;
@@ -723,6 +724,16 @@ static popk_status make_draws(popk_map *mp, unsigned long long seed, popk_error 
     return POPK_OK;
 }
 
+static popk_record other_record(double time)
+{
+    popk_record r = {0};
+    r.time = time;
+    r.dv = NAN;
+    r.evid = 2;
+    r.mdv = 1;
+    return r;
+}
+
 /* Observation table and individual parameters with posterior quantiles. */
 static popk_status summarise(popk_map *mp, popk_error *err)
 {
@@ -788,15 +799,21 @@ static popk_status summarise(popk_map *mp, popk_error *err)
         mp->params[k].name = m->ind_name[k];
         mp->params[k].value = res.ind[(nrec - 1) * (size_t)res.nind + (size_t)k];
     }
+    /* The individual variables depend on eta and the record's covariates only: a dataset of
+     * the last record alone gives them without running the patient's history (ODE cost). */
+    popk_record last = other_record(mp->pd->rec[nrec - 1].time);
+    gen_data one = {0};
+    if ((st = gen_build(mp, &last, 1, &one, err)) != POPK_OK)
+        goto out;
     int good = 0;
     for (int s = 0; s < mp->nsamples; s++) {
-        if (gen_predict(mp, &g, mp->draws + (size_t)s * mp->neta, &res, NULL) != POPK_OK)
+        if (gen_predict(mp, &one, mp->draws + (size_t)s * mp->neta, &res, NULL) != POPK_OK)
             continue;
         for (int k = 0; k < nind; k++)
-            vals[(size_t)k * mp->nsamples + good] =
-                res.ind[(nrec - 1) * (size_t)res.nind + (size_t)k];
+            vals[(size_t)k * mp->nsamples + good] = res.ind[(size_t)k];
         good++;
     }
+    gen_free(&one);
     for (int k = 0; k < nind; k++) {
         double *v = vals + (size_t)k * mp->nsamples;
         qsort(v, (size_t)good, sizeof *v, cmp_double);
@@ -829,6 +846,9 @@ popk_map *popk_map_new(const popk_model *m, const popk_data *d, const popk_map_o
     mp->dose_lo = opt->dose_lo;
     mp->dose_hi = opt->dose_hi;
     mp->nsamples = opt->nsamples > 0 ? opt->nsamples : 500;
+    mp->pta = opt->pta;
+    if (mp->pta == POPK_PTA_AUTO)
+        mp->pta = m->kind == POPK_STRUCT_ODE ? POPK_PTA_DELTA : POPK_PTA_SAMPLE;
     size_t q = (size_t)(m->neta ? m->neta : 1);
     mp->eta = calloc(q, sizeof *mp->eta);
     mp->eta_cov = calloc(q * q, sizeof *mp->eta_cov);
@@ -931,21 +951,26 @@ typedef struct {
     double trough, peak, auc24, tmic;
 } ss_metrics;
 
-#define SEG1 8   /* Simpson subintervals during the infusion */
-#define SEG2 32  /* and after it */
+/* Simpson subintervals during the infusion and after it (the most: closed-form models; an
+ * ODE model restarts its solver at each grid record, so it gets a coarser grid, whose AUC
+ * error stays near 1e-3 relative; tests/unit/map checks it against dose/CL) */
+#define SEG1 8
+#define SEG2 32
+#define SEG1_ODE 2
+#define SEG2_ODE 10
 
 /* Grid of one interval at steady state: Simpson nodes on [0, dur] and [dur, tau]. */
-static int grid_times(double tau, double dur, double *t)
+static int grid_times(double tau, double dur, double *t, int seg1, int seg2)
 {
     int n = 0;
     if (dur > 0 && dur < tau) {
-        for (int k = 0; k <= SEG1; k++)
-            t[n++] = dur * k / SEG1;
-        for (int k = 1; k <= SEG2; k++)
-            t[n++] = dur + (tau - dur) * k / SEG2;
+        for (int k = 0; k <= seg1; k++)
+            t[n++] = dur * k / seg1;
+        for (int k = 1; k <= seg2; k++)
+            t[n++] = dur + (tau - dur) * k / seg2;
     } else {
-        for (int k = 0; k <= SEG1 + SEG2; k++)
-            t[n++] = tau * k / (SEG1 + SEG2);
+        for (int k = 0; k <= seg1 + seg2; k++)
+            t[n++] = tau * k / (seg1 + seg2);
     }
     return n;
 }
@@ -959,12 +984,12 @@ static double simpson(const double *t, const double *c, int a, int b)
 }
 
 static ss_metrics metrics_of(const double *t, const double *c, int n, double tau, double dur,
-                             double mic)
+                             double mic, int seg1)
 {
     ss_metrics x = {c[n - 1], c[0], 0.0, 0.0};
     for (int k = 0; k < n; k++)
         x.peak = fmax(x.peak, c[k]);
-    double auc = dur > 0 && dur < tau ? simpson(t, c, 0, SEG1) + simpson(t, c, SEG1, n - 1)
+    double auc = dur > 0 && dur < tau ? simpson(t, c, 0, seg1) + simpson(t, c, seg1, n - 1)
                                       : simpson(t, c, 0, n - 1);
     x.auc24 = auc * 24.0 / tau;
     double above = 0.0;
@@ -990,6 +1015,55 @@ static double metric(const ss_metrics *x, popk_target_kind kind)
     return NAN;
 }
 
+/* Value and gradient (in eta) of the target's metric from the grid values c and their
+ * partials cg[j * q + a] (the same formulas as metrics_of for the smooth metrics). */
+static double metric_grad(popk_target_kind kind, const double *t, const double *c,
+                          const double *cg, int n, int q, double tau, double dur, int seg1,
+                          double *g)
+{
+    for (int a = 0; a < q; a++)
+        g[a] = 0.0;
+    if (kind == POPK_TARGET_TROUGH || kind == POPK_TARGET_PEAK) {
+        int at = n - 1;
+        for (int k = 0; kind == POPK_TARGET_PEAK && k < n; k++)
+            if (c[k] > c[at])
+                at = k;
+        for (int a = 0; a < q; a++)
+            g[a] = cg[(size_t)at * q + a];
+        return c[at];
+    }
+    /* AUC24: Simpson weights over one or two segments, times 24/tau */
+    int split = dur > 0 && dur < tau ? seg1 : -1;
+    double v = 0.0;
+    for (int seg = 0; seg < (split > 0 ? 2 : 1); seg++) {
+        int a0 = split > 0 && seg == 1 ? split : 0, b0 = split > 0 && seg == 0 ? split : n - 1;
+        double h = (t[b0] - t[a0]) / (b0 - a0);
+        for (int k = a0; k <= b0; k++) {
+            double w = (k == a0 || k == b0 ? 1.0 : ((k - a0) % 2 ? 4.0 : 2.0)) * h / 3.0 * 24.0 / tau;
+            v += w * c[k];
+            for (int a = 0; a < q; a++)
+                g[a] += w * cg[(size_t)k * q + a];
+        }
+    }
+    return v;
+}
+
+/* Log-scale SD of a positive metric with gradient g under the posterior covariance. */
+static double log_sd(const popk_map *mp, double v, const double *g)
+{
+    int q = mp->neta;
+    double s = 0.0;
+    for (int a = 0; a < q; a++)
+        for (int b = 0; b < q; b++)
+            s += g[a] * mp->eta_cov[a * q + b] * g[b];
+    return v > 0 ? sqrt(fmax(s, 0.0)) / v : NAN;
+}
+
+static double norm_cdf(double z)
+{
+    return 0.5 * erfc(-z / sqrt(2.0));
+}
+
 static popk_record dose_record(const popk_model *m, double time, double amt, double tau,
                                double dur, int ss, int addl)
 {
@@ -1007,15 +1081,6 @@ static popk_record dose_record(const popk_model *m, double time, double amt, dou
     return r;
 }
 
-static popk_record other_record(double time)
-{
-    popk_record r = {0};
-    r.time = time;
-    r.dv = NAN;
-    r.evid = 2;
-    r.mdv = 1;
-    return r;
-}
 
 typedef struct {
     const popk_target *target;
@@ -1042,6 +1107,56 @@ static int cmp_regimen(const void *a, const void *b)
         return dx < dy ? -1 : 1;
     double ddx = x->dose * 24 / x->interval, ddy = y->dose * 24 / y->interval;
     return ddx < ddy ? -1 : ddx > ddy;
+}
+
+/* Delta-method PTA and 90% intervals of trough and AUC24 for regimen rg on dataset g. */
+static popk_status delta_pta(popk_map *mp, gen_data *g, const popk_target *target,
+                             popk_map_regimen *rg, const double *t, double *c, int ng,
+                             double dur, int seg1, popk_error *err)
+{
+    int q = mp->neta;
+    popk_pred_dirs dirs = {0};
+    dirs.nd = q;
+    for (int a = 0; a < q; a++) {
+        dirs.dir_is_eta[a] = 1;
+        dirs.dir_index[a] = a;
+    }
+    popk_pred_result res;
+    popk_status st = popk_pred_subject(mp->ws, mp->m, g->d, g->b, 0, mp->theta, mp->eta, &dirs,
+                                       &res, err);
+    if (st != POPK_OK)
+        return st;
+    double *cg = malloc(sizeof(double) * (size_t)ng * (size_t)(q ? q : 1) + sizeof(double) * (size_t)(q ? q : 1));
+    if (!cg)
+        return popk_error_set(err, POPK_ERR_NOMEM, NULL, 0, 0, "out of memory");
+    double *gr = cg + (size_t)ng * q;
+    for (int j = 0; j < ng; j++) {
+        const double *o = res.out + (((size_t)j + 1) * (size_t)res.nout + (size_t)mp->out_index) *
+                                        (size_t)(1 + res.nd);
+        c[j] = o[0];
+        for (int a = 0; a < q; a++)
+            cg[(size_t)j * q + a] = o[1 + a];
+    }
+    const double z90 = 1.6448536269514722;
+    double v = metric_grad(POPK_TARGET_TROUGH, t, c, cg, ng, q, rg->interval, dur, seg1, gr);
+    double s = log_sd(mp, v, gr);
+    rg->trough_lo = v * exp(-z90 * s);
+    rg->trough_hi = v * exp(z90 * s);
+    v = metric_grad(POPK_TARGET_AUC24, t, c, cg, ng, q, rg->interval, dur, seg1, gr);
+    s = log_sd(mp, v, gr);
+    rg->auc_lo = v * exp(-z90 * s);
+    rg->auc_hi = v * exp(z90 * s);
+    v = metric_grad(target->kind, t, c, cg, ng, q, rg->interval, dur, seg1, gr);
+    s = log_sd(mp, v, gr);
+    if (!(v > 0) || isnan(s))
+        rg->pta = NAN;
+    else if (s == 0)
+        rg->pta = v >= target->lo && v <= target->hi;
+    else
+        rg->pta = norm_cdf(log(target->hi / v) / s) -
+                  (target->lo > 0 ? norm_cdf(log(target->lo / v) / s) : 0.0);
+    free(cg);
+    return POPK_OK;
 }
 
 popk_map_regimen *popk_map_recommend(popk_map *mp, const popk_target *target, int nd,
@@ -1078,6 +1193,8 @@ popk_map_regimen *popk_map_recommend(popk_map *mp, const popk_target *target, in
         }
     const popk_model *m = mp->m;
     int ns = mp->nsamples;
+    int seg1 = m->kind == POPK_STRUCT_ODE ? SEG1_ODE : SEG1;
+    int seg2 = m->kind == POPK_STRUCT_ODE ? SEG2_ODE : SEG2;
     popk_map_regimen *out = calloc((size_t)total, sizeof *out);
     double *t = malloc(sizeof(double) * (SEG1 + SEG2 + 2) * 2), *c = t + SEG1 + SEG2 + 2;
     double *tr = malloc(sizeof(double) * (size_t)ns * 2), *au = tr + ns;
@@ -1097,7 +1214,7 @@ popk_map_regimen *popk_map_recommend(popk_map *mp, const popk_target *target, in
                 double dur = rg->duration < rg->interval ? rg->duration : 0.0;
                 if (rg->duration >= rg->interval)
                     rg->duration = 0.0;
-                int ng = grid_times(rg->interval, dur, t);
+                int ng = grid_times(rg->interval, dur, t, seg1, seg2);
                 rec[0] = dose_record(m, 0.0, rg->dose, rg->interval, dur, 1, 0);
                 for (int j = 0; j < ng; j++)
                     rec[1 + j] = other_record(t[j]);
@@ -1112,18 +1229,27 @@ popk_map_regimen *popk_map_recommend(popk_map *mp, const popk_target *target, in
                 }
                 for (int j = 0; j < ng; j++)
                     c[j] = out_value(mp, &res, (size_t)j + 1);
-                ss_metrics x = metrics_of(t, c, ng, rg->interval, dur, target->mic);
+                ss_metrics x = metrics_of(t, c, ng, rg->interval, dur, target->mic, seg1);
                 rg->trough = x.trough;
                 rg->peak = x.peak;
                 rg->auc24 = x.auc24;
                 rg->tmic = x.tmic;
+                rg->delta = mp->pta == POPK_PTA_DELTA && target->kind != POPK_TARGET_TMIC;
+                if (rg->delta) {
+                    if (delta_pta(mp, &g, target, rg, t, c, ng, dur, seg1, err) != POPK_OK) {
+                        gen_free(&g);
+                        goto fail;
+                    }
+                    gen_free(&g);
+                    goto ranged;
+                }
                 int hit = 0, good = 0;
                 for (int s = 0; s < ns; s++) {
                     if (gen_predict(mp, &g, mp->draws + (size_t)s * mp->neta, &res, NULL))
                         continue;
                     for (int j = 0; j < ng; j++)
                         c[j] = out_value(mp, &res, (size_t)j + 1);
-                    ss_metrics y = metrics_of(t, c, ng, rg->interval, dur, target->mic);
+                    ss_metrics y = metrics_of(t, c, ng, rg->interval, dur, target->mic, seg1);
                     double v = metric(&y, target->kind);
                     hit += v >= target->lo && v <= target->hi;
                     tr[good] = y.trough;
@@ -1138,6 +1264,7 @@ popk_map_regimen *popk_map_recommend(popk_map *mp, const popk_target *target, in
                 rg->trough_hi = quantile(tr, good, 0.95);
                 rg->auc_lo = quantile(au, good, 0.05);
                 rg->auc_hi = quantile(au, good, 0.95);
+            ranged:
                 rg->outside_range = (!isnan(mp->dose_lo) && rg->dose < mp->dose_lo) ||
                                     (!isnan(mp->dose_hi) && rg->dose > mp->dose_hi);
             }

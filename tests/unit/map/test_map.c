@@ -208,6 +208,54 @@ static void test_a_priori(void)
     popk_model_free(m);
 }
 
+/* The same 1-compartment model as ODEs: with an IV infusion, the steady-state AUC over an
+ * interval is dose/CL, and log AUC24 is linear in eta_cl, so the delta-method PTA (the
+ * default for ODE models) equals the closed form. */
+static const char ode_model[] =
+    "name: bolus_ode\n"
+    "theta:\n  tcl: {init: 2}\n  tv: {init: 20}\n"
+    "omega:\n  eta_cl: 0.09\n  eta_v: 0.04\n"
+    "sigma:\n  add_sd: {init: 0.3, lower: 0}\n  prop_sd: {init: 0.1, lower: 0}\n"
+    "individual:\n  cl: tcl * exp(eta_cl)\n  v: tv * exp(eta_v)\n"
+    "odes:\n  central: -cl / v * central\n"
+    "observe:\n  cp:\n    value: central / v\n    cmt: central\n"
+    "    error: {combined_var: [add_sd, prop_sd]}\n";
+
+static void test_ode_delta(void)
+{
+    popk_error err;
+    popk_model *m = popk_model_parse("ode.yaml", ode_model, sizeof ode_model - 1, &err);
+    static const char csv[] = "ID,TIME,DV,AMT,RATE,EVID,CMT\n1,0,.,100,100,1,1\n"
+                              "1,2,4.5,.,.,0,1\n1,8,2.9,.,.,0,1\n";
+    popk_data *d = popk_data_parse("p.csv", csv, sizeof csv - 1, &err);
+    CU_ASSERT_FATAL(m && d);
+    popk_map *mp = popk_map_new(m, d, NULL, &err);
+    CU_ASSERT_FATAL(mp != NULL);
+    popk_target t;
+    CU_ASSERT_EQUAL(popk_target_parse("auc24=400-600", &t), 0);
+    double doses[] = {400, 500}, ii[] = {8, 12}, dur[] = {1};
+    int n = 0;
+    popk_map_regimen *r = popk_map_recommend(mp, &t, 2, doses, 2, ii, 1, dur, &n, &err);
+    CU_ASSERT_FATAL(r != NULL && n == 4);
+    double e = popk_map_eta(mp)[0], sd = sqrt(popk_map_eta_cov(mp)[0]), cl = 2 * exp(e);
+    double worst_auc = 0, worst_pta = 0;
+    for (int k = 0; k < n; k++) {
+        CU_ASSERT(r[k].delta);
+        double daily = r[k].dose * 24 / r[k].interval, auc = daily / cl;
+        double exact = 0.5 * erfc(-log(auc / 400) / sd / sqrt(2.0)) -
+                       0.5 * erfc(-log(auc / 600) / sd / sqrt(2.0));
+        worst_auc = fmax(worst_auc, fabs(r[k].auc24 / auc - 1));
+        worst_pta = fmax(worst_pta, fabs(r[k].pta - exact));
+    }
+    printf("\n    ODE: AUC24 rel. error %.1e, delta PTA error %.1e\n", worst_auc, worst_pta);
+    CU_ASSERT(worst_auc < 2e-3);
+    CU_ASSERT(worst_pta < 5e-3);
+    free(r);
+    popk_map_free(mp);
+    popk_data_free(d);
+    popk_model_free(m);
+}
+
 static int has_warning(const popk_map *mp, const char *text)
 {
     for (int k = 0; k < popk_map_nwarnings(mp); k++)
@@ -327,6 +375,7 @@ int main(void)
     CU_add_test(s, "theo_sd EBEs equal the fit's", test_theo_ebes);
     CU_add_test(s, "M3 against brute force", test_m3_bruteforce);
     CU_add_test(s, "a priori", test_a_priori);
+    CU_add_test(s, "ODE model, delta-method PTA", test_ode_delta);
     CU_add_test(s, "bad input", test_bad_input);
     return popk_test_run();
 }
