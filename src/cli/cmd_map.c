@@ -273,15 +273,23 @@ static void write_json(FILE *f, const report *rp)
     fprintf(f, "%s]\n}\n", popk_map_nwarnings(mp) ? "\n  " : "");
 }
 
-/* Round up to 1, 2 or 5 times a power of ten (axis ends). */
-static double nice_ceil(double x)
+/* Tick step for an axis from 0 to x with at most about 6 ticks: 1, 2 or 5 times a power of
+ * ten, or for hours (hours != 0) a multiple of 6, 12 or 24 h when that is larger. */
+static double tick_step(double x, int hours)
 {
     if (!(x > 0))
         return 1.0;
-    double p = pow(10.0, floor(log10(x)));
-    for (double k = 1; k <= 10; k += k < 2 ? 1 : (k < 5 ? 3 : 5))
-        if (k * p >= x)
-            return k * p;
+    if (hours && x > 24) {
+        static const double steps[] = {6, 12, 24, 48, 72, 168, 336, 672};
+        for (size_t k = 0; k < sizeof steps / sizeof *steps; k++)
+            if (x / steps[k] <= 6)
+                return steps[k];
+    }
+    double p = pow(10.0, floor(log10(x / 6)));
+    static const double mult[] = {1, 2, 5, 10};
+    for (int k = 0; k < 4; k++)
+        if (x / (mult[k] * p) <= 6)
+            return mult[k] * p;
     return 10 * p;
 }
 
@@ -298,8 +306,10 @@ static void write_svg(FILE *f, const report *rp)
     if (rp->have_target && rp->target.kind != POPK_TARGET_AUC24 &&
         rp->target.kind != POPK_TARGET_TMIC)
         cmax = fmax(cmax, rp->target.hi);
-    cmax = nice_ceil(cmax * 1.05);
-    tmax = nice_ceil(tmax);
+    double cstep = tick_step(cmax * 1.02, 0), tstep = tick_step(tmax, 1);
+    int cticks = (int)ceil(cmax * 1.02 / cstep), tticks = (int)ceil(tmax / tstep - 1e-9);
+    cmax = cticks * cstep;
+    tmax = tticks * tstep;
 #define X(t) (L + (W - L - R) * (t) / tmax)
 #define Y(c) (H - B - (H - T - B) * (c) / cmax)
     fprintf(f, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%g\" height=\"%g\" "
@@ -351,19 +361,18 @@ static void write_svg(FILE *f, const report *rp)
     }
     /* axes with ticks */
     fprintf(f, "<path d=\"M%g %g V%g H%g\" fill=\"none\" stroke=\"black\"/>\n", L, T, H - B, W - R);
-    for (int k = 0; k <= 5; k++) {
-        double c = cmax * k / 5, t = tmax * k / 5;
-        fprintf(f, "<text x=\"%g\" y=\"%.1f\" text-anchor=\"end\">%g</text>\n", L - 6, Y(c) + 4, c);
-        fprintf(f, "<text x=\"%.1f\" y=\"%g\" text-anchor=\"middle\">%g</text>\n", X(t),
-                H - B + 18, t);
-    }
-    fprintf(f, "<text x=\"%g\" y=\"%g\" text-anchor=\"middle\">time (h)</text>\n",
-            (L + W - R) / 2, H - 12);
+    for (int k = 0; k <= cticks; k++)
+        fprintf(f, "<text x=\"%g\" y=\"%.1f\" text-anchor=\"end\">%g</text>\n", L - 6,
+                Y(k * cstep) + 4, k * cstep);
+    for (int k = 0; k <= tticks; k++)
+        fprintf(f, "<text x=\"%.1f\" y=\"%g\" text-anchor=\"middle\">%g</text>\n",
+                X(k * tstep), H - B + 18, k * tstep);
+    fprintf(f, "<text x=\"%g\" y=\"%g\">time (h)</text>\n", L, H - 12);
     fprintf(f, "<text transform=\"translate(18,%g) rotate(-90)\" text-anchor=\"middle\">"
                "concentration</text>\n", (T + H - B) / 2);
-    fprintf(f, "<text x=\"%g\" y=\"%g\" fill=\"#c33\">&#9679; measured  &#9651; below LLOQ"
-               "</text><text x=\"%g\" y=\"%g\" fill=\"#36c\">&#8212; individual prediction, "
-               "shaded: 90%% credible band</text>\n", L + 10, H - B - 24, L + 10, H - B - 10);
+    fprintf(f, "<text x=\"%g\" y=\"%g\" text-anchor=\"end\"><tspan fill=\"#c33\">&#9679; "
+               "measured  &#9651; below LLOQ</tspan>   <tspan fill=\"#36c\">&#8212; individual "
+               "prediction, shaded: 90%% credible band</tspan></text>\n", W - R, H - 12);
     fprintf(f, "</svg>\n");
 #undef X
 #undef Y

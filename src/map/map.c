@@ -334,6 +334,8 @@ static popk_status build_patient(popk_map *mp, const popk_data *d, const popk_ma
     }
     mp->pd = popk_data_builder_finish(bld);
     bld = NULL;
+    /* which NONMEM items the file had decides how observations find outputs (DVID) */
+    memcpy(mp->pd->has_col, d->has_col, sizeof d->has_col);
     free(mp->pd->path);
     mp->pd->path = strdup(d->path ? d->path : "(patient)");
 out:
@@ -653,6 +655,7 @@ static popk_status gen_build(popk_map *mp, popk_record *rec, size_t n, gen_data 
     }
     g->d = popk_data_builder_finish(bld);
     bld = NULL;
+    memcpy(g->d->has_col, mp->pd->has_col, sizeof g->d->has_col);
     if (!(g->b = popk_model_bind(m, g->d, err))) {
         st = err ? err->code : POPK_ERR_DATA;
         gen_free(g);

@@ -85,7 +85,10 @@ static void run_case(popk_model *m, double add, double prop, int strict)
         popk_binding_free(b);
         popk_map_options o;
         popk_map_options_default(&o);
-        o.nsamples = 100;
+        /* every fourth patient: PTA from 100 posterior draws; the others: the delta method
+         * (one prediction per regimen, keeps the suite fast) */
+        o.nsamples = i % 4 ? 20 : 100;
+        o.pta = i % 4 ? POPK_PTA_DELTA : POPK_PTA_SAMPLE;
         o.seed = (unsigned long long)i;
         popk_map *mp = popk_map_new(m, d, &o, &err);
         CU_ASSERT_FATAL(mp != NULL);
