@@ -965,16 +965,14 @@ typedef struct {
 /* Grid of one interval at steady state: Simpson nodes on [0, dur] and [dur, tau]. */
 static int grid_times(double tau, double dur, double *t, int seg1, int seg2)
 {
+    /* two Simpson segments split at the end of the infusion, or (bolus, absorption) after
+     * the first eighth of the interval, where the curve bends most */
+    double split = dur > 0 && dur < tau ? dur : tau / 8;
     int n = 0;
-    if (dur > 0 && dur < tau) {
-        for (int k = 0; k <= seg1; k++)
-            t[n++] = dur * k / seg1;
-        for (int k = 1; k <= seg2; k++)
-            t[n++] = dur + (tau - dur) * k / seg2;
-    } else {
-        for (int k = 0; k <= seg1 + seg2; k++)
-            t[n++] = tau * k / (seg1 + seg2);
-    }
+    for (int k = 0; k <= seg1; k++)
+        t[n++] = split * k / seg1;
+    for (int k = 1; k <= seg2; k++)
+        t[n++] = split + (tau - split) * k / seg2;
     return n;
 }
 
@@ -992,8 +990,8 @@ static ss_metrics metrics_of(const double *t, const double *c, int n, double tau
     ss_metrics x = {c[n - 1], c[0], 0.0, 0.0};
     for (int k = 0; k < n; k++)
         x.peak = fmax(x.peak, c[k]);
-    double auc = dur > 0 && dur < tau ? simpson(t, c, 0, seg1) + simpson(t, c, seg1, n - 1)
-                                      : simpson(t, c, 0, n - 1);
+    (void)dur;
+    double auc = simpson(t, c, 0, seg1) + simpson(t, c, seg1, n - 1);
     x.auc24 = auc * 24.0 / tau;
     double above = 0.0;
     for (int k = 0; k + 1 < n; k++) {
@@ -1036,7 +1034,8 @@ static double metric_grad(popk_target_kind kind, const double *t, const double *
         return c[at];
     }
     /* AUC24: Simpson weights over one or two segments, times 24/tau */
-    int split = dur > 0 && dur < tau ? seg1 : -1;
+    (void)dur;
+    int split = seg1;
     double v = 0.0;
     for (int seg = 0; seg < (split > 0 ? 2 : 1); seg++) {
         int a0 = split > 0 && seg == 1 ? split : 0, b0 = split > 0 && seg == 0 ? split : n - 1;

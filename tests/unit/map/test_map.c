@@ -256,6 +256,44 @@ static void test_ode_delta(void)
     popk_model_free(m);
 }
 
+/* models/tacrolimus.yaml against Andrews 2019 Equation (3): dose = CL/F x AUC0-12; for the
+ * reference patient (CYP3A5 non-expresser, 55.72 y, 1.93 m^2) 5 mg twice daily gives
+ * AUC0-12 = 5000/22.5 = 222 ng.h/mL, and a CYP3A5 expresser needs 1.62 times the dose. */
+static void test_tacrolimus_a_priori(void)
+{
+    popk_error err;
+    popk_model *m = popk_model_load(popk_test_src("models/tacrolimus.yaml"), &err);
+    CU_ASSERT_FATAL(m != NULL);
+    static const char csv[] = "ID,TIME,DV,AMT,EVID,CMT,CYP3A5,AGE,BSA\n"
+                              "1,0,.,5,1,1,nonexpresser,55.72,1.93\n"
+                              "2,0,.,5,1,1,expresser,55.72,1.93\n";
+    popk_data *d = popk_data_parse("p.csv", csv, sizeof csv - 1, &err);
+    CU_ASSERT_FATAL(d != NULL);
+    popk_target t;
+    CU_ASSERT_EQUAL(popk_target_parse("auc24=400-500", &t), 0);
+    double dose[] = {5, 8.1}, ii[] = {12};
+    for (int id = 1; id <= 2; id++) {
+        popk_map_options o;
+        popk_map_options_default(&o);
+        o.id = id;
+        o.nsamples = 50;
+        popk_map *mp = popk_map_new(m, d, &o, &err);
+        CU_ASSERT_FATAL(mp != NULL);
+        CU_ASSERT(fabs(popk_map_params(mp)[0].value - 22.5 * (id == 2 ? 1.62 : 1)) < 1e-9);
+        int n;
+        popk_map_regimen *r = popk_map_recommend(mp, &t, 1, &dose[id - 1], 1, ii, 0, NULL, &n,
+                                                 &err);
+        CU_ASSERT_FATAL(r != NULL);
+        printf("\n    AUC0-12 %.4f (exact %.4f)\n", r[0].auc24 / 2, 5000 / 22.5);
+        /* Simpson's rule across the kink at the lag time: about 1e-4 relative */
+        CU_ASSERT(fabs(r[0].auc24 / 2 - 5000 / 22.5) < 5e-4 * 222);
+        free(r);
+        popk_map_free(mp);
+    }
+    popk_data_free(d);
+    popk_model_free(m);
+}
+
 static int has_warning(const popk_map *mp, const char *text)
 {
     for (int k = 0; k < popk_map_nwarnings(mp); k++)
@@ -376,6 +414,7 @@ int main(void)
     CU_add_test(s, "M3 against brute force", test_m3_bruteforce);
     CU_add_test(s, "a priori", test_a_priori);
     CU_add_test(s, "ODE model, delta-method PTA", test_ode_delta);
+    CU_add_test(s, "tacrolimus: Andrews 2019 starting dose", test_tacrolimus_a_priori);
     CU_add_test(s, "bad input", test_bad_input);
     return popk_test_run();
 }
