@@ -31,6 +31,8 @@ static void usage(FILE *out)
             "  --loading             also propose a loading dose\n"
             "  --dose-range LO,HI    dose range the model was built on (warns outside it)\n"
             "  --samples N           posterior draws for bands and probabilities (500)\n"
+            "  --pta M               target attainment by 'sample' (posterior draws) or 'delta'\n"
+            "                        (log-normal, exact gradients); default: delta for ODE models\n"
             "  --seed S              random seed for those draws\n"
             "  --days D              days of the recommended regimen to plot (3)\n"
             "  --json                print JSON instead of the summary\n"
@@ -259,6 +261,7 @@ static void write_json(FILE *f, const report *rp)
         json_number(f, r->tmic);
         fprintf(f, ", \"pta\": ");
         json_number(f, r->pta);
+        fprintf(f, ", \"pta_method\": \"%s\"", r->delta ? "delta" : "sample");
         fprintf(f, ", \"outside_dose_range\": %s}", r->outside_range ? "true" : "false");
     }
     fprintf(f, "\n  ],\n  \"loading_dose\": ");
@@ -428,6 +431,16 @@ int popk_cmd_map(int argc, char **argv)
         else if (a[0] == '-' && a[1] == '-' && !has_val) {
             fprintf(stderr, "popk map: %s needs a value\n", a);
             goto bad_usage;
+        } else if (!strcmp(a, "--pta")) {
+            const char *v = argv[++i];
+            if (!strcmp(v, "sample"))
+                opt.pta = POPK_PTA_SAMPLE;
+            else if (!strcmp(v, "delta"))
+                opt.pta = POPK_PTA_DELTA;
+            else {
+                fprintf(stderr, "popk map: --pta: expected sample or delta, got '%s'\n", v);
+                goto bad_usage;
+            }
         } else if (!strcmp(a, "--out"))
             out_dir = argv[++i];
         else if (!strcmp(a, "--target"))

@@ -588,7 +588,11 @@ static popk_status ss_fixed_point(popk_pred_ws *ws, const dose_spec *ds, popk_du
             change = fmax(change, fabs(delta[i].v));
             size = fmax(size, fabs(x[i].v));
         }
-        if (ws->m->kind == POPK_STRUCT_LINEAR || change <= 1e-10 * size + 1e-14)
+        /* affine map: one step gives the values, but the partials of that step are taken at
+         * x = 0 and miss the dependence of the map's matrix on the parameters; a second step
+         * from the fixed point makes them exact */
+        if ((ws->m->kind == POPK_STRUCT_LINEAR && (nd == 0 || iter > 0)) ||
+            change <= 1e-10 * size + 1e-14)
             return POPK_OK;
     }
     return fail(ws, err, POPK_ERR_NOCONV, "steady state did not converge in 100 Newton steps",

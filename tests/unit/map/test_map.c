@@ -256,6 +256,45 @@ static void test_ode_delta(void)
     popk_model_free(m);
 }
 
+/* Delta method on the 2-cmt closed-form vancomycin model at steady state (infusions): AUC24 =
+ * daily dose / CL, so log AUC24 has posterior SD sqrt(C[eta_cl, eta_cl]) exactly and the
+ * delta-method interval and PTA have closed forms. (This caught wrong steady-state partials
+ * of closed-form models in pred/.) */
+static void test_delta_closed_form(void)
+{
+    popk_error err;
+    popk_model *m = popk_model_load(popk_test_src("models/vancomycin.yaml"), &err);
+    popk_data *d = popk_data_read(popk_test_src("datasets/vancomycin_patient.csv"), &err);
+    CU_ASSERT_FATAL(m && d);
+    popk_map_options o;
+    popk_map_options_default(&o);
+    o.pta = POPK_PTA_DELTA;
+    o.nsamples = 50;
+    popk_map *mp = popk_map_new(m, d, &o, &err);
+    CU_ASSERT_FATAL(mp != NULL);
+    popk_target t;
+    CU_ASSERT_EQUAL(popk_target_parse("auc24=400-600", &t), 0);
+    double doses[] = {1000, 1250}, ii[] = {12, 24}, dur[] = {1};
+    int n;
+    popk_map_regimen *r = popk_map_recommend(mp, &t, 2, doses, 2, ii, 1, dur, &n, &err);
+    CU_ASSERT_FATAL(r != NULL);
+    double cl = popk_map_params(mp)[0].value, sd = sqrt(popk_map_eta_cov(mp)[0]), worst = 0;
+    for (int k = 0; k < n; k++) {
+        double auc = r[k].dose * 24 / r[k].interval / cl;
+        double exact = 0.5 * erfc(-log(auc / 400) / sd / sqrt(2.0)) -
+                       0.5 * erfc(-log(auc / 600) / sd / sqrt(2.0));
+        worst = fmax(worst, fabs(r[k].pta - exact));
+        worst = fmax(worst, fabs(r[k].auc_hi / (auc * exp(1.6448536269514722 * sd)) - 1));
+        worst = fmax(worst, fabs(r[k].auc24 / auc - 1));
+    }
+    printf("\n    2-cmt steady state, delta method: worst error %.1e\n", worst);
+    CU_ASSERT(worst < 1e-5);
+    free(r);
+    popk_map_free(mp);
+    popk_data_free(d);
+    popk_model_free(m);
+}
+
 /* models/tacrolimus.yaml against Andrews 2019 Equation (3): dose = CL/F x AUC0-12; for the
  * reference patient (CYP3A5 non-expresser, 55.72 y, 1.93 m^2) 5 mg twice daily gives
  * AUC0-12 = 5000/22.5 = 222 ng.h/mL, and a CYP3A5 expresser needs 1.62 times the dose. */
@@ -415,6 +454,7 @@ int main(void)
     CU_add_test(s, "a priori", test_a_priori);
     CU_add_test(s, "ODE model, delta-method PTA", test_ode_delta);
     CU_add_test(s, "tacrolimus: Andrews 2019 starting dose", test_tacrolimus_a_priori);
+    CU_add_test(s, "delta method, 2-cmt closed form", test_delta_closed_form);
     CU_add_test(s, "bad input", test_bad_input);
     return popk_test_run();
 }
