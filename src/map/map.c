@@ -1066,6 +1066,17 @@ static double norm_cdf(double z)
     return 0.5 * erfc(-z / sqrt(2.0));
 }
 
+/* P(lo <= X <= hi) for log X ~ N(log v, s^2). */
+static double lognormal_pta(double v, double s, const popk_target *target)
+{
+    if (!(v > 0) || isnan(s))
+        return NAN;
+    if (s == 0)
+        return v >= target->lo && v <= target->hi;
+    return norm_cdf(log(target->hi / v) / s) -
+           (target->lo > 0 ? norm_cdf(log(target->lo / v) / s) : 0.0);
+}
+
 static popk_record dose_record(const popk_model *m, double time, double amt, double tau,
                                double dur, int ss, int addl)
 {
@@ -1114,7 +1125,7 @@ static int cmp_regimen(const void *a, const void *b)
 /* Delta-method PTA and 90% intervals of trough and AUC24 for regimen rg on dataset g. */
 static popk_status delta_pta(popk_map *mp, gen_data *g, const popk_target *target,
                              popk_map_regimen *rg, const double *t, double *c, int ng,
-                             double dur, int seg1, popk_error *err)
+                             double dur, int seg1, double *s_target, popk_error *err)
 {
     int q = mp->neta;
     popk_pred_dirs dirs = {0};
@@ -1150,14 +1161,113 @@ static popk_status delta_pta(popk_map *mp, gen_data *g, const popk_target *targe
     rg->auc_hi = v * exp(z90 * s);
     v = metric_grad(target->kind, t, c, cg, ng, q, rg->interval, dur, seg1, gr);
     s = log_sd(mp, v, gr);
-    if (!(v > 0) || isnan(s))
-        rg->pta = NAN;
-    else if (s == 0)
-        rg->pta = v >= target->lo && v <= target->hi;
-    else
-        rg->pta = norm_cdf(log(target->hi / v) / s) -
-                  (target->lo > 0 ? norm_cdf(log(target->lo / v) / s) : 0.0);
+    *s_target = s;
+    rg->pta = lognormal_pta(v, s, target);
     free(cg);
+    return POPK_OK;
+}
+
+static void init_regimen(const popk_map *mp, popk_map_regimen *rg, double dose,
+                         double interval, double duration)
+{
+    rg->dose = dose;
+    rg->interval = interval;
+    rg->duration = duration < interval ? duration : 0.0;
+    rg->outside_range = (!isnan(mp->dose_lo) && dose < mp->dose_lo) ||
+                        (!isnan(mp->dose_hi) && dose > mp->dose_hi);
+}
+
+static int proportional(double a, double b, double ratio)
+{
+    return isfinite(a) && isfinite(b) && fabs(b - a * ratio) <= 1e-6 * fabs(b);
+}
+
+/* Regimen rg from ref with the same interval and duration, for a system linear in the
+ * amounts: concentrations scale with the dose, log-scale spreads stay (delta method). */
+static void scale_regimen(const popk_map_regimen *ref, popk_map_regimen *rg,
+                          const popk_target *target, double s_target)
+{
+    double f = rg->dose / ref->dose;
+    rg->trough = ref->trough * f;
+    rg->peak = ref->peak * f;
+    rg->auc24 = ref->auc24 * f;
+    rg->tmic = NAN;
+    rg->trough_lo = ref->trough_lo * f;
+    rg->trough_hi = ref->trough_hi * f;
+    rg->auc_lo = ref->auc_lo * f;
+    rg->auc_hi = ref->auc_hi * f;
+    rg->delta = 1;
+    ss_metrics x = {rg->trough, rg->peak, rg->auc24, rg->tmic};
+    rg->pta = lognormal_pta(metric(&x, target->kind), s_target, target);
+}
+
+/* Steady-state metrics and PTA of regimen rg (dose, interval, duration set); *s_target: the
+ * log-scale SD of the target metric with the delta method, else NaN. */
+static popk_status eval_regimen(popk_map *mp, const popk_target *target, popk_map_regimen *rg,
+                                int seg1, int seg2, double *t, double *c, double *tr,
+                                double *au, popk_record *rec, double *s_target,
+                                popk_error *err)
+{
+    const popk_model *m = mp->m;
+    int ns = mp->nsamples;
+    double dur = rg->duration;
+    int ng = grid_times(rg->interval, dur, t, seg1, seg2);
+    rec[0] = dose_record(m, 0.0, rg->dose, rg->interval, dur, 1, 0);
+    for (int j = 0; j < ng; j++)
+        rec[1 + j] = other_record(t[j]);
+    gen_data g = {0};
+    popk_pred_result res;
+    popk_status st;
+    *s_target = NAN;
+    if ((st = gen_build(mp, rec, (size_t)ng + 1, &g, err)) != POPK_OK)
+        return st;
+    rg->delta = mp->pta == POPK_PTA_DELTA && target->kind != POPK_TARGET_TMIC;
+    if (rg->delta) {
+        /* one prediction with eta partials gives the metrics and their spreads */
+        st = delta_pta(mp, &g, target, rg, t, c, ng, dur, seg1, s_target, err);
+        if (st == POPK_OK) {
+            ss_metrics x = metrics_of(t, c, ng, rg->interval, dur, target->mic, seg1);
+            rg->trough = x.trough;
+            rg->peak = x.peak;
+            rg->auc24 = x.auc24;
+            rg->tmic = x.tmic;
+        }
+        gen_free(&g);
+        return st;
+    }
+    /* after sorting, the dose is record 0 and the grid follows in time order */
+    if ((st = gen_predict(mp, &g, mp->eta, &res, err)) != POPK_OK) {
+        gen_free(&g);
+        return st;
+    }
+    for (int j = 0; j < ng; j++)
+        c[j] = out_value(mp, &res, (size_t)j + 1);
+    ss_metrics x = metrics_of(t, c, ng, rg->interval, dur, target->mic, seg1);
+    rg->trough = x.trough;
+    rg->peak = x.peak;
+    rg->auc24 = x.auc24;
+    rg->tmic = x.tmic;
+    int hit = 0, good = 0;
+    for (int s = 0; s < ns; s++) {
+        if (gen_predict(mp, &g, mp->draws + (size_t)s * mp->neta, &res, NULL))
+            continue;
+        for (int j = 0; j < ng; j++)
+            c[j] = out_value(mp, &res, (size_t)j + 1);
+        ss_metrics y = metrics_of(t, c, ng, rg->interval, dur, target->mic, seg1);
+        double v = metric(&y, target->kind);
+        hit += v >= target->lo && v <= target->hi;
+        tr[good] = y.trough;
+        au[good] = y.auc24;
+        good++;
+    }
+    gen_free(&g);
+    rg->pta = good ? (double)hit / good : NAN;
+    qsort(tr, (size_t)good, sizeof *tr, cmp_double);
+    qsort(au, (size_t)good, sizeof *au, cmp_double);
+    rg->trough_lo = quantile(tr, good, 0.05);
+    rg->trough_hi = quantile(tr, good, 0.95);
+    rg->auc_lo = quantile(au, good, 0.05);
+    rg->auc_hi = quantile(au, good, 0.95);
     return POPK_OK;
 }
 
@@ -1205,71 +1315,49 @@ popk_map_regimen *popk_map_recommend(popk_map *mp, const popk_target *target, in
         popk_error_set(err, POPK_ERR_NOMEM, NULL, 0, 0, "out of memory");
         goto fail;
     }
-    int k = 0;
-    for (int a = 0; a < nd; a++)
-        for (int b = 0; b < ni; b++)
-            for (int e = 0; e < ndur; e++, k++) {
-                popk_map_regimen *rg = &out[k];
-                rg->dose = doses[a];
-                rg->interval = intervals[b];
-                rg->duration = durations[e];
-                double dur = rg->duration < rg->interval ? rg->duration : 0.0;
-                if (rg->duration >= rg->interval)
-                    rg->duration = 0.0;
-                int ng = grid_times(rg->interval, dur, t, seg1, seg2);
-                rec[0] = dose_record(m, 0.0, rg->dose, rg->interval, dur, 1, 0);
-                for (int j = 0; j < ng; j++)
-                    rec[1 + j] = other_record(t[j]);
-                gen_data g = {0};
-                popk_pred_result res;
-                if (gen_build(mp, rec, (size_t)ng + 1, &g, err) != POPK_OK)
-                    goto fail;
-                /* after sorting, the dose is record 0 and the grid follows in time order */
-                if (gen_predict(mp, &g, mp->eta, &res, err) != POPK_OK) {
-                    gen_free(&g);
-                    goto fail;
-                }
-                for (int j = 0; j < ng; j++)
-                    c[j] = out_value(mp, &res, (size_t)j + 1);
-                ss_metrics x = metrics_of(t, c, ng, rg->interval, dur, target->mic, seg1);
-                rg->trough = x.trough;
-                rg->peak = x.peak;
-                rg->auc24 = x.auc24;
-                rg->tmic = x.tmic;
-                rg->delta = mp->pta == POPK_PTA_DELTA && target->kind != POPK_TARGET_TMIC;
-                if (rg->delta) {
-                    if (delta_pta(mp, &g, target, rg, t, c, ng, dur, seg1, err) != POPK_OK) {
-                        gen_free(&g);
-                        goto fail;
-                    }
-                    gen_free(&g);
-                    goto ranged;
-                }
-                int hit = 0, good = 0;
-                for (int s = 0; s < ns; s++) {
-                    if (gen_predict(mp, &g, mp->draws + (size_t)s * mp->neta, &res, NULL))
-                        continue;
-                    for (int j = 0; j < ng; j++)
-                        c[j] = out_value(mp, &res, (size_t)j + 1);
-                    ss_metrics y = metrics_of(t, c, ng, rg->interval, dur, target->mic, seg1);
-                    double v = metric(&y, target->kind);
-                    hit += v >= target->lo && v <= target->hi;
-                    tr[good] = y.trough;
-                    au[good] = y.auc24;
-                    good++;
-                }
-                gen_free(&g);
-                rg->pta = good ? (double)hit / good : NAN;
-                qsort(tr, (size_t)good, sizeof *tr, cmp_double);
-                qsort(au, (size_t)good, sizeof *au, cmp_double);
-                rg->trough_lo = quantile(tr, good, 0.05);
-                rg->trough_hi = quantile(tr, good, 0.95);
-                rg->auc_lo = quantile(au, good, 0.05);
-                rg->auc_hi = quantile(au, good, 0.95);
-            ranged:
-                rg->outside_range = (!isnan(mp->dose_lo) && rg->dose < mp->dose_lo) ||
-                                    (!isnan(mp->dose_hi) && rg->dose > mp->dose_hi);
+    for (int b = 0; b < ni; b++)
+        for (int e = 0; e < ndur; e++) {
+            /* the smallest and largest doses first: with the delta method, when their results
+             * are proportional to the dose (a system linear in the amounts), the doses between
+             * are scaled from them instead of predicted again */
+            int first = 0, last = 0;
+            for (int a = 1; a < nd; a++) {
+                if (doses[a] < doses[first])
+                    first = a;
+                if (doses[a] > doses[last])
+                    last = a;
             }
+            popk_map_regimen *lo = &out[(first * ni + b) * ndur + e];
+            popk_map_regimen *hi = &out[(last * ni + b) * ndur + e];
+            double s_lo = NAN, s_hi = NAN;
+            init_regimen(mp, lo, doses[first], intervals[b], durations[e]);
+            if (eval_regimen(mp, target, lo, seg1, seg2, t, c, tr, au, rec, &s_lo, err))
+                goto fail;
+            if (last != first) {
+                init_regimen(mp, hi, doses[last], intervals[b], durations[e]);
+                if (eval_regimen(mp, target, hi, seg1, seg2, t, c, tr, au, rec, &s_hi, err))
+                    goto fail;
+            }
+            int linear = nd > 2 && lo->delta && hi->delta && isfinite(s_lo) &&
+                         fabs(s_lo - s_hi) <= 1e-6 * s_lo &&
+                         proportional(lo->trough, hi->trough, hi->dose / lo->dose) &&
+                         proportional(lo->peak, hi->peak, hi->dose / lo->dose) &&
+                         proportional(lo->auc24, hi->auc24, hi->dose / lo->dose) &&
+                         proportional(lo->trough_hi, hi->trough_hi, hi->dose / lo->dose) &&
+                         proportional(lo->auc_hi, hi->auc_hi, hi->dose / lo->dose);
+            for (int a = 0; a < nd; a++) {
+                if (a == first || a == last)
+                    continue;
+                popk_map_regimen *rg = &out[(a * ni + b) * ndur + e];
+                double s_unused;
+                init_regimen(mp, rg, doses[a], intervals[b], durations[e]);
+                if (linear)
+                    scale_regimen(lo, rg, target, s_lo);
+                else if (eval_regimen(mp, target, rg, seg1, seg2, t, c, tr, au, rec, &s_unused,
+                                      err))
+                    goto fail;
+            }
+        }
     g_rank.target = target;
     g_rank.kind = target->kind;
     g_rank.mid = target->kind == POPK_TARGET_TMIC ? target->lo : 0.5 * (target->lo + target->hi);

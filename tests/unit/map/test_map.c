@@ -233,10 +233,11 @@ static void test_ode_delta(void)
     CU_ASSERT_FATAL(mp != NULL);
     popk_target t;
     CU_ASSERT_EQUAL(popk_target_parse("auc24=400-600", &t), 0);
-    double doses[] = {400, 500}, ii[] = {8, 12}, dur[] = {1};
+    /* three doses: the middle one is scaled from the others (linear system) */
+    double doses[] = {400, 450, 500}, ii[] = {8, 12}, dur[] = {1};
     int n = 0;
-    popk_map_regimen *r = popk_map_recommend(mp, &t, 2, doses, 2, ii, 1, dur, &n, &err);
-    CU_ASSERT_FATAL(r != NULL && n == 4);
+    popk_map_regimen *r = popk_map_recommend(mp, &t, 3, doses, 2, ii, 1, dur, &n, &err);
+    CU_ASSERT_FATAL(r != NULL && n == 6);
     double e = popk_map_eta(mp)[0], sd = sqrt(popk_map_eta_cov(mp)[0]), cl = 2 * exp(e);
     double worst_auc = 0, worst_pta = 0;
     for (int k = 0; k < n; k++) {
@@ -329,6 +330,52 @@ static void test_tacrolimus_a_priori(void)
         free(r);
         popk_map_free(mp);
     }
+    popk_data_free(d);
+    popk_model_free(m);
+}
+
+/* Michaelis-Menten elimination: results are not proportional to the dose, so no regimen may
+ * be scaled from another; each equals its own evaluation. */
+static const char mm_model[] =
+    "name: mm\n"
+    "theta:\n  tvm: {init: 20}\n  tkm: {init: 5}\n  tv: {init: 20}\n"
+    "omega:\n  eta_vm: 0.09\n  eta_v: 0.04\n"
+    "sigma:\n  prop_sd: {init: 0.1, lower: 0}\n"
+    "individual:\n  vm: tvm * exp(eta_vm)\n  v: tv * exp(eta_v)\n  km: tkm\n"
+    "odes:\n  central: -vm * (central / v) / (km + central / v)\n"
+    "observe:\n  cp:\n    value: central / v\n    cmt: central\n"
+    "    error: {proportional: prop_sd}\n";
+
+static void test_nonlinear_not_scaled(void)
+{
+    popk_error err;
+    popk_model *m = popk_model_parse("mm.yaml", mm_model, sizeof mm_model - 1, &err);
+    static const char csv[] = "ID,TIME,DV,AMT,RATE,EVID,CMT\n1,0,.,100,100,1,1\n";
+    popk_data *d = popk_data_parse("p.csv", csv, sizeof csv - 1, &err);
+    CU_ASSERT_FATAL(m && d);
+    popk_map *mp = popk_map_new(m, d, NULL, &err);
+    CU_ASSERT_FATAL(mp != NULL);
+    popk_target t;
+    CU_ASSERT_EQUAL(popk_target_parse("auc24=100-300", &t), 0);
+    double doses[] = {50, 100, 150}, ii[] = {12}, dur[] = {1};
+    int n = 0, n1;
+    popk_map_regimen *r = popk_map_recommend(mp, &t, 3, doses, 1, ii, 1, dur, &n, &err);
+    popk_map_regimen *one = popk_map_recommend(mp, &t, 1, &doses[1], 1, ii, 1, dur, &n1, &err);
+    CU_ASSERT_FATAL(r && one);
+    const popk_map_regimen *r50 = NULL, *r100 = NULL;
+    for (int k = 0; k < n; k++) {
+        if (r[k].dose == 50)
+            r50 = &r[k];
+        if (r[k].dose == 100)
+            r100 = &r[k];
+    }
+    CU_ASSERT_FATAL(r50 && r100);
+    CU_ASSERT(fabs(r100->auc24 - one[0].auc24) < 1e-9 * one[0].auc24);
+    CU_ASSERT(fabs(r100->pta - one[0].pta) < 1e-9);
+    CU_ASSERT(r100->auc24 > 2.02 * r50->auc24); /* saturable: more than proportional */
+    free(r);
+    free(one);
+    popk_map_free(mp);
     popk_data_free(d);
     popk_model_free(m);
 }
@@ -455,6 +502,7 @@ int main(void)
     CU_add_test(s, "ODE model, delta-method PTA", test_ode_delta);
     CU_add_test(s, "tacrolimus: Andrews 2019 starting dose", test_tacrolimus_a_priori);
     CU_add_test(s, "delta method, 2-cmt closed form", test_delta_closed_form);
+    CU_add_test(s, "nonlinear model: no dose scaling", test_nonlinear_not_scaled);
     CU_add_test(s, "bad input", test_bad_input);
     return popk_test_run();
 }
