@@ -24,7 +24,9 @@ static void usage(FILE *out)
             "  --covariates K=V,...  covariate values (replace or fill in the file's)\n"
             "  --id ID               subject of the file to use (default: the first)\n"
             "  --target T            auc24=LO-HI, trough=LO-HI, peak=LO-HI or tmic=MIC:FRACTION\n"
-            "                        (at steady state)\n"
+            "                        (at steady state, or with --on-day N over day N of the new\n"
+            "                        regimen)\n"
+            "  --on-day N            evaluate the target on day N instead of at steady state\n"
             "  --strengths LIST      candidate doses, e.g. 500,750,1000,1250\n"
             "  --intervals LIST      candidate intervals in h (default 8,12,24)\n"
             "  --durations LIST      infusion durations in h (default: the last dose's)\n"
@@ -125,7 +127,10 @@ static void write_summary(FILE *f, const report *rp)
                     100 * t->lo);
         else
             fprintf(f, "%s %g-%g", popk_target_name(t->kind), t->lo, t->hi);
-        fprintf(f, " at steady state.\n\nRecommended: ");
+        if (t->day > 0)
+            fprintf(f, " on day %d of the new regimen.\n\nRecommended: ", t->day);
+        else
+            fprintf(f, " at steady state.\n\nRecommended: ");
         describe_regimen(f, r);
         fprintf(f, ", starting at time %g h.\n", rp->start);
         fprintf(f, "  predicted trough %.3g (90%% CI %.3g-%.3g), peak %.3g, AUC24 %.4g (90%% CI "
@@ -266,6 +271,7 @@ static void write_json(FILE *f, const report *rp)
     }
     fprintf(f, "\n  ],\n  \"loading_dose\": ");
     json_number(f, rp->loading);
+    fprintf(f, ",\n  \"target_day\": %d", rp->have_target ? rp->target.day : 0);
     fprintf(f, ",\n  \"start\": ");
     json_number(f, rp->start);
     fprintf(f, ",\n  \"warnings\": [");
@@ -408,6 +414,7 @@ int popk_cmd_map(int argc, char **argv)
     double strengths[MAX_LIST], intervals[MAX_LIST] = {8, 12, 24}, durations[MAX_LIST];
     int nstr = 0, nint = 3, ndur = -1, loading = 0, json = 0;
     double days = 3;
+    int on_day = 0;
     char *cov_buf = NULL;
     const char *cov_name[MAX_LIST], *cov_value[MAX_LIST];
     popk_map_options opt;
@@ -431,6 +438,15 @@ int popk_cmd_map(int argc, char **argv)
         else if (a[0] == '-' && a[1] == '-' && !has_val) {
             fprintf(stderr, "popk map: %s needs a value\n", a);
             goto bad_usage;
+        } else if (!strcmp(a, "--on-day")) {
+            char *end;
+            long v = strtol(argv[++i], &end, 10);
+            if (end == argv[i] || *end || v < 1 || v > 365) {
+                fprintf(stderr, "popk map: --on-day: expected a day number 1-365, got '%s'\n",
+                        argv[i]);
+                goto bad_usage;
+            }
+            on_day = (int)v;
         } else if (!strcmp(a, "--pta")) {
             const char *v = argv[++i];
             if (!strcmp(v, "sample"))
@@ -532,6 +548,7 @@ int popk_cmd_map(int argc, char **argv)
             fprintf(stderr, "popk map: --target needs --strengths (the doses to choose from)\n");
             goto bad_usage;
         }
+        rp.target.day = on_day;
         rp.have_target = 1;
     }
     popk_error err;

@@ -961,6 +961,7 @@ typedef struct {
 #define SEG2 32
 #define SEG1_ODE 2
 #define SEG2_ODE 10
+#define DAY_POINTS 97 /* grid over a 24-h window on a given day */
 
 /* Grid of one interval at steady state: Simpson nodes on [0, dur] and [dur, tau]. */
 static int grid_times(double tau, double dur, double *t, int seg1, int seg2)
@@ -984,15 +985,21 @@ static double simpson(const double *t, const double *c, int a, int b)
     return s * h / 3.0;
 }
 
-static ss_metrics metrics_of(const double *t, const double *c, int n, double tau, double dur,
+/* Metrics over a window of grid values c at window-relative times t (Simpson segments
+ * [0, seg1] and [seg1, n - 1]): trough = the last value (steady state: the end of the
+ * interval) or, with min_trough, the smallest; AUC scaled to 24 h; fraction above mic. */
+static ss_metrics metrics_of(const double *t, const double *c, int n, int min_trough,
                              double mic, int seg1)
 {
+    double len = t[n - 1] - t[0];
     ss_metrics x = {c[n - 1], c[0], 0.0, 0.0};
-    for (int k = 0; k < n; k++)
+    for (int k = 0; k < n; k++) {
         x.peak = fmax(x.peak, c[k]);
-    (void)dur;
+        if (min_trough)
+            x.trough = fmin(x.trough, c[k]);
+    }
     double auc = simpson(t, c, 0, seg1) + simpson(t, c, seg1, n - 1);
-    x.auc24 = auc * 24.0 / tau;
+    x.auc24 = auc * 24.0 / len;
     double above = 0.0;
     for (int k = 0; k + 1 < n; k++) {
         double a = c[k] - mic, b = c[k + 1] - mic, h = t[k + 1] - t[k];
@@ -1001,7 +1008,7 @@ static ss_metrics metrics_of(const double *t, const double *c, int n, double tau
         else if (a > 0 || b > 0)
             above += h * (a > 0 ? a : b) / fabs(a - b);
     }
-    x.tmic = above / tau;
+    x.tmic = above / len;
     return x;
 }
 
@@ -1019,29 +1026,27 @@ static double metric(const ss_metrics *x, popk_target_kind kind)
 /* Value and gradient (in eta) of the target's metric from the grid values c and their
  * partials cg[j * q + a] (the same formulas as metrics_of for the smooth metrics). */
 static double metric_grad(popk_target_kind kind, const double *t, const double *c,
-                          const double *cg, int n, int q, double tau, double dur, int seg1,
-                          double *g)
+                          const double *cg, int n, int q, int min_trough, int seg1, double *g)
 {
     for (int a = 0; a < q; a++)
         g[a] = 0.0;
     if (kind == POPK_TARGET_TROUGH || kind == POPK_TARGET_PEAK) {
         int at = n - 1;
-        for (int k = 0; kind == POPK_TARGET_PEAK && k < n; k++)
-            if (c[k] > c[at])
+        for (int k = 0; k < n; k++)
+            if ((kind == POPK_TARGET_PEAK && c[k] > c[at]) ||
+                (kind == POPK_TARGET_TROUGH && min_trough && c[k] < c[at]))
                 at = k;
         for (int a = 0; a < q; a++)
             g[a] = cg[(size_t)at * q + a];
         return c[at];
     }
-    /* AUC24: Simpson weights over one or two segments, times 24/tau */
-    (void)dur;
-    int split = seg1;
-    double v = 0.0;
-    for (int seg = 0; seg < (split > 0 ? 2 : 1); seg++) {
-        int a0 = split > 0 && seg == 1 ? split : 0, b0 = split > 0 && seg == 0 ? split : n - 1;
+    /* AUC24: Simpson weights over the two segments, times 24/window */
+    double v = 0.0, len = t[n - 1] - t[0];
+    for (int seg = 0; seg < 2; seg++) {
+        int a0 = seg ? seg1 : 0, b0 = seg ? n - 1 : seg1;
         double h = (t[b0] - t[a0]) / (b0 - a0);
         for (int k = a0; k <= b0; k++) {
-            double w = (k == a0 || k == b0 ? 1.0 : ((k - a0) % 2 ? 4.0 : 2.0)) * h / 3.0 * 24.0 / tau;
+            double w = (k == a0 || k == b0 ? 1.0 : ((k - a0) % 2 ? 4.0 : 2.0)) * h / 3.0 * 24.0 / len;
             v += w * c[k];
             for (int a = 0; a < q; a++)
                 g[a] += w * cg[(size_t)k * q + a];
@@ -1124,8 +1129,9 @@ static int cmp_regimen(const void *a, const void *b)
 
 /* Delta-method PTA and 90% intervals of trough and AUC24 for regimen rg on dataset g. */
 static popk_status delta_pta(popk_map *mp, gen_data *g, const popk_target *target,
-                             popk_map_regimen *rg, const double *t, double *c, int ng,
-                             double dur, int seg1, double *s_target, popk_error *err)
+                             popk_map_regimen *rg, const double *t, double *c,
+                             const size_t *gi, int ng, int min_trough, int seg1,
+                             double *s_target, popk_error *err)
 {
     int q = mp->neta;
     popk_pred_dirs dirs = {0};
@@ -1144,22 +1150,22 @@ static popk_status delta_pta(popk_map *mp, gen_data *g, const popk_target *targe
         return popk_error_set(err, POPK_ERR_NOMEM, NULL, 0, 0, "out of memory");
     double *gr = cg + (size_t)ng * q;
     for (int j = 0; j < ng; j++) {
-        const double *o = res.out + (((size_t)j + 1) * (size_t)res.nout + (size_t)mp->out_index) *
+        const double *o = res.out + (gi[j] * (size_t)res.nout + (size_t)mp->out_index) *
                                         (size_t)(1 + res.nd);
         c[j] = o[0];
         for (int a = 0; a < q; a++)
             cg[(size_t)j * q + a] = o[1 + a];
     }
     const double z90 = 1.6448536269514722;
-    double v = metric_grad(POPK_TARGET_TROUGH, t, c, cg, ng, q, rg->interval, dur, seg1, gr);
+    double v = metric_grad(POPK_TARGET_TROUGH, t, c, cg, ng, q, min_trough, seg1, gr);
     double s = log_sd(mp, v, gr);
     rg->trough_lo = v * exp(-z90 * s);
     rg->trough_hi = v * exp(z90 * s);
-    v = metric_grad(POPK_TARGET_AUC24, t, c, cg, ng, q, rg->interval, dur, seg1, gr);
+    v = metric_grad(POPK_TARGET_AUC24, t, c, cg, ng, q, min_trough, seg1, gr);
     s = log_sd(mp, v, gr);
     rg->auc_lo = v * exp(-z90 * s);
     rg->auc_hi = v * exp(z90 * s);
-    v = metric_grad(target->kind, t, c, cg, ng, q, rg->interval, dur, seg1, gr);
+    v = metric_grad(target->kind, t, c, cg, ng, q, min_trough, seg1, gr);
     s = log_sd(mp, v, gr);
     *s_target = s;
     rg->pta = lognormal_pta(v, s, target);
@@ -1203,30 +1209,57 @@ static void scale_regimen(const popk_map_regimen *ref, popk_map_regimen *rg,
 
 /* Steady-state metrics and PTA of regimen rg (dose, interval, duration set); *s_target: the
  * log-scale SD of the target metric with the delta method, else NaN. */
+/* Metrics and PTA of regimen rg (dose, interval, duration set): at steady state over one
+ * interval (target->day == 0), or over day target->day of the regimen started after the
+ * patient's history. *s_target: the log-scale SD of the target metric with the delta method,
+ * else NaN. Buffers: t, c, gi of DAY_POINTS; rec of the history + DAY_POINTS + 2. */
 static popk_status eval_regimen(popk_map *mp, const popk_target *target, popk_map_regimen *rg,
-                                int seg1, int seg2, double *t, double *c, double *tr,
-                                double *au, popk_record *rec, double *s_target,
+                                int seg1, int seg2, double *t, double *c, size_t *gi,
+                                double *tr, double *au, popk_record *rec, double *s_target,
                                 popk_error *err)
 {
     const popk_model *m = mp->m;
-    int ns = mp->nsamples;
+    int ns = mp->nsamples, day = target->day > 0, ng;
     double dur = rg->duration;
-    int ng = grid_times(rg->interval, dur, t, seg1, seg2);
-    rec[0] = dose_record(m, 0.0, rg->dose, rg->interval, dur, 1, 0);
-    for (int j = 0; j < ng; j++)
-        rec[1 + j] = other_record(t[j]);
+    size_t nr = 0;
+    if (!day) {
+        ng = grid_times(rg->interval, dur, t, seg1, seg2);
+        rec[nr++] = dose_record(m, 0.0, rg->dose, rg->interval, dur, 1, 0);
+        for (int j = 0; j < ng; j++)
+            rec[nr++] = other_record(t[j]);
+    } else {
+        /* the history, then the regimen from the next dose through the end of the day */
+        const popk_data *pd = mp->pd;
+        double start = popk_map_next_dose_time(mp, rg->interval);
+        double w0 = start + 24.0 * (target->day - 1);
+        for (size_t j = 0; j < pd->nrec; j++)
+            if (pd->rec[j].evid != 0 && pd->rec[j].evid != 2)
+                rec[nr++] = pd->rec[j];
+        int addl = (int)ceil(24.0 * target->day / rg->interval);
+        rec[nr++] = dose_record(m, start, rg->dose, rg->interval, dur, 0, addl);
+        seg1 = seg2 = (DAY_POINTS - 1) / 2;
+        ng = DAY_POINTS;
+        for (int j = 0; j < ng; j++) {
+            t[j] = 24.0 * j / (ng - 1);
+            rec[nr++] = other_record(w0 + t[j]);
+        }
+    }
+    size_t first_grid = nr - (size_t)ng;
     gen_data g = {0};
     popk_pred_result res;
     popk_status st;
     *s_target = NAN;
-    if ((st = gen_build(mp, rec, (size_t)ng + 1, &g, err)) != POPK_OK)
+    if ((st = gen_build(mp, rec, nr, &g, err)) != POPK_OK)
         return st;
+    for (size_t j = 0; j < nr; j++) /* gen_build sorted the records; find the grid again */
+        if ((size_t)rec[j].line >= first_grid)
+            gi[(size_t)rec[j].line - first_grid] = j;
     rg->delta = mp->pta == POPK_PTA_DELTA && target->kind != POPK_TARGET_TMIC;
     if (rg->delta) {
         /* one prediction with eta partials gives the metrics and their spreads */
-        st = delta_pta(mp, &g, target, rg, t, c, ng, dur, seg1, s_target, err);
+        st = delta_pta(mp, &g, target, rg, t, c, gi, ng, day, seg1, s_target, err);
         if (st == POPK_OK) {
-            ss_metrics x = metrics_of(t, c, ng, rg->interval, dur, target->mic, seg1);
+            ss_metrics x = metrics_of(t, c, ng, day, target->mic, seg1);
             rg->trough = x.trough;
             rg->peak = x.peak;
             rg->auc24 = x.auc24;
@@ -1235,14 +1268,13 @@ static popk_status eval_regimen(popk_map *mp, const popk_target *target, popk_ma
         gen_free(&g);
         return st;
     }
-    /* after sorting, the dose is record 0 and the grid follows in time order */
     if ((st = gen_predict(mp, &g, mp->eta, &res, err)) != POPK_OK) {
         gen_free(&g);
         return st;
     }
     for (int j = 0; j < ng; j++)
-        c[j] = out_value(mp, &res, (size_t)j + 1);
-    ss_metrics x = metrics_of(t, c, ng, rg->interval, dur, target->mic, seg1);
+        c[j] = out_value(mp, &res, gi[j]);
+    ss_metrics x = metrics_of(t, c, ng, day, target->mic, seg1);
     rg->trough = x.trough;
     rg->peak = x.peak;
     rg->auc24 = x.auc24;
@@ -1252,8 +1284,8 @@ static popk_status eval_regimen(popk_map *mp, const popk_target *target, popk_ma
         if (gen_predict(mp, &g, mp->draws + (size_t)s * mp->neta, &res, NULL))
             continue;
         for (int j = 0; j < ng; j++)
-            c[j] = out_value(mp, &res, (size_t)j + 1);
-        ss_metrics y = metrics_of(t, c, ng, rg->interval, dur, target->mic, seg1);
+            c[j] = out_value(mp, &res, gi[j]);
+        ss_metrics y = metrics_of(t, c, ng, day, target->mic, seg1);
         double v = metric(&y, target->kind);
         hit += v >= target->lo && v <= target->hi;
         tr[good] = y.trough;
@@ -1308,10 +1340,11 @@ popk_map_regimen *popk_map_recommend(popk_map *mp, const popk_target *target, in
     int seg1 = m->kind == POPK_STRUCT_ODE ? SEG1_ODE : SEG1;
     int seg2 = m->kind == POPK_STRUCT_ODE ? SEG2_ODE : SEG2;
     popk_map_regimen *out = calloc((size_t)total, sizeof *out);
-    double *t = malloc(sizeof(double) * (SEG1 + SEG2 + 2) * 2), *c = t + SEG1 + SEG2 + 2;
+    double *t = malloc(sizeof(double) * DAY_POINTS * 2), *c = t + DAY_POINTS;
+    size_t *gi = malloc(sizeof(size_t) * DAY_POINTS);
     double *tr = malloc(sizeof(double) * (size_t)ns * 2), *au = tr + ns;
-    popk_record *rec = malloc(sizeof *rec * (SEG1 + SEG2 + 3));
-    if (!out || !t || !tr || !rec) {
+    popk_record *rec = malloc(sizeof *rec * (mp->pd->nrec + DAY_POINTS + 2));
+    if (!out || !t || !gi || !tr || !rec) {
         popk_error_set(err, POPK_ERR_NOMEM, NULL, 0, 0, "out of memory");
         goto fail;
     }
@@ -1331,14 +1364,14 @@ popk_map_regimen *popk_map_recommend(popk_map *mp, const popk_target *target, in
             popk_map_regimen *hi = &out[(last * ni + b) * ndur + e];
             double s_lo = NAN, s_hi = NAN;
             init_regimen(mp, lo, doses[first], intervals[b], durations[e]);
-            if (eval_regimen(mp, target, lo, seg1, seg2, t, c, tr, au, rec, &s_lo, err))
+            if (eval_regimen(mp, target, lo, seg1, seg2, t, c, gi, tr, au, rec, &s_lo, err))
                 goto fail;
             if (last != first) {
                 init_regimen(mp, hi, doses[last], intervals[b], durations[e]);
-                if (eval_regimen(mp, target, hi, seg1, seg2, t, c, tr, au, rec, &s_hi, err))
+                if (eval_regimen(mp, target, hi, seg1, seg2, t, c, gi, tr, au, rec, &s_hi, err))
                     goto fail;
             }
-            int linear = nd > 2 && lo->delta && hi->delta && isfinite(s_lo) &&
+            int linear = nd > 2 && target->day <= 0 && lo->delta && hi->delta && isfinite(s_lo) &&
                          fabs(s_lo - s_hi) <= 1e-6 * s_lo &&
                          proportional(lo->trough, hi->trough, hi->dose / lo->dose) &&
                          proportional(lo->peak, hi->peak, hi->dose / lo->dose) &&
@@ -1353,7 +1386,7 @@ popk_map_regimen *popk_map_recommend(popk_map *mp, const popk_target *target, in
                 init_regimen(mp, rg, doses[a], intervals[b], durations[e]);
                 if (linear)
                     scale_regimen(lo, rg, target, s_lo);
-                else if (eval_regimen(mp, target, rg, seg1, seg2, t, c, tr, au, rec, &s_unused,
+                else if (eval_regimen(mp, target, rg, seg1, seg2, t, c, gi, tr, au, rec, &s_unused,
                                       err))
                     goto fail;
             }
@@ -1385,12 +1418,14 @@ popk_map_regimen *popk_map_recommend(popk_map *mp, const popk_target *target, in
                       mp->dose_lo, mp->dose_hi);
     *n = total;
     free(t);
+    free(gi);
     free(tr);
     free(rec);
     return out;
 fail:
     free(out);
     free(t);
+    free(gi);
     free(tr);
     free(rec);
     return NULL;

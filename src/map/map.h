@@ -97,6 +97,9 @@ typedef struct {
     popk_target_kind kind;
     double lo, hi;          /* range of the metric (TMIC: fraction of the interval, 0..1) */
     double mic;             /* TMIC only */
+    int day;                /* 0: at steady state; N > 0: over day N of the new regimen, which
+                               starts when the next dose is due after the patient's history
+                               (trough = lowest level of that day, AUC24 = AUC of that day) */
 } popk_target;
 
 /* Parse "auc24=400-600", "trough=10-20", "peak=20-40", "tmic=MIC:FRACTION" (e.g. tmic=1:0.5,

@@ -380,6 +380,57 @@ static void test_nonlinear_not_scaled(void)
     popk_model_free(m);
 }
 
+/* A target on a given day: 1-cmt IV (a priori, CL 2, V 20), one 100 mg infusion at 0, then
+ * D every 12 h over 1 h from 12 h; day 1 is [12, 36] h. Mass balance gives the AUC of that
+ * day: (drug infused in the window - V (C(36) - C(12))) / CL, with C in closed form. */
+static double infusions_conc(double t, const double *t0, const double *amt, int n)
+{
+    double k = 0.1, c = 0;
+    for (int i = 0; i < n; i++) {
+        if (t <= t0[i])
+            continue;
+        double on = fmin(t - t0[i], 1.0), off = fmax(t - t0[i] - 1.0, 0.0);
+        c += amt[i] / 2.0 * (1 - exp(-k * on)) * exp(-k * off);
+    }
+    return c;
+}
+
+static void test_target_day(void)
+{
+    popk_error err;
+    popk_model *m = popk_model_parse("bolus.yaml", bolus_model, sizeof bolus_model - 1, &err);
+    static const char csv[] = "ID,TIME,DV,AMT,RATE,EVID,CMT\n1,0,.,100,100,1,1\n";
+    popk_data *d = popk_data_parse("p.csv", csv, sizeof csv - 1, &err);
+    CU_ASSERT_FATAL(m && d);
+    popk_map *mp = popk_map_new(m, d, NULL, &err);
+    CU_ASSERT_FATAL(mp != NULL);
+    popk_target t;
+    CU_ASSERT_EQUAL(popk_target_parse("auc24=100-200", &t), 0);
+    t.day = 1;
+    double doses[] = {50, 80}, ii[] = {12}, dur[] = {1};
+    int n;
+    popk_map_regimen *r = popk_map_recommend(mp, &t, 2, doses, 1, ii, 1, dur, &n, &err);
+    CU_ASSERT_FATAL(r != NULL && n == 2);
+    for (int k = 0; k < n; k++) {
+        double t0[] = {0, 12, 24, 36}, amt[] = {100, r[k].dose, r[k].dose, r[k].dose};
+        double c12 = infusions_conc(12, t0, amt, 4), c36 = infusions_conc(36, t0, amt, 4);
+        double auc = (2 * r[k].dose - 20 * (c36 - c12)) / 2;
+        printf("\n    day 1: AUC %.6f vs mass balance %.6f", r[k].auc24, auc);
+        CU_ASSERT(fabs(r[k].auc24 / auc - 1) < 1e-5);
+        CU_ASSERT(r[k].trough <= fmin(c12, c36) + 1e-9);
+    }
+    /* day 20 is at steady state */
+    t.day = 20;
+    popk_map_regimen *r20 = popk_map_recommend(mp, &t, 1, doses, 1, ii, 1, dur, &n, &err);
+    CU_ASSERT_FATAL(r20 != NULL);
+    CU_ASSERT(fabs(r20[0].auc24 - 50 * 2 / 2.0) < 1e-6 * 50);
+    free(r20);
+    free(r);
+    popk_map_free(mp);
+    popk_data_free(d);
+    popk_model_free(m);
+}
+
 static int has_warning(const popk_map *mp, const char *text)
 {
     for (int k = 0; k < popk_map_nwarnings(mp); k++)
@@ -503,6 +554,7 @@ int main(void)
     CU_add_test(s, "tacrolimus: Andrews 2019 starting dose", test_tacrolimus_a_priori);
     CU_add_test(s, "delta method, 2-cmt closed form", test_delta_closed_form);
     CU_add_test(s, "nonlinear model: no dose scaling", test_nonlinear_not_scaled);
+    CU_add_test(s, "target on a given day", test_target_day);
     CU_add_test(s, "bad input", test_bad_input);
     return popk_test_run();
 }
