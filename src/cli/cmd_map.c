@@ -274,6 +274,19 @@ static void write_json(FILE *f, const report *rp)
     fprintf(f, ",\n  \"target_day\": %d", rp->have_target ? rp->target.day : 0);
     fprintf(f, ",\n  \"start\": ");
     json_number(f, rp->start);
+    /* the predicted curve with its 90% credible band (history and recommended regimen) */
+    const char *const cname[] = {"time", "ipred", "lo90", "hi90"};
+    const double *const cval[] = {rp->t, rp->ipred, rp->lo, rp->hi};
+    fprintf(f, ",\n  \"curve\": {");
+    for (int k = 0; k < 4; k++) {
+        fprintf(f, "%s\"%s\": [", k ? ", " : "", cname[k]);
+        for (int j = 0; j < rp->ncurve; j++) {
+            fprintf(f, "%s", j ? ", " : "");
+            json_number(f, cval[k][j]);
+        }
+        fprintf(f, "]");
+    }
+    fprintf(f, "}");
     fprintf(f, ",\n  \"warnings\": [");
     for (int k = 0; k < popk_map_nwarnings(mp); k++) {
         fprintf(f, "%s\n    ", k ? "," : "");

@@ -63,6 +63,7 @@ static void test_outputs(void)
     CU_ASSERT(strstr(json, "\"warnings\": [") != NULL);
     CU_ASSERT(strstr(json, "\"recommendations\": [") != NULL);
     CU_ASSERT(strstr(json, "\"loading_dose\": ") != NULL);
+    CU_ASSERT(strstr(json, "\"curve\": {\"time\": [0, ") != NULL);
     char *svg = slurp("o/map.svg");
     CU_ASSERT_FATAL(svg != NULL);
     CU_ASSERT(strncmp(svg, "<svg", 4) == 0 && strstr(svg, "</svg>") != NULL);
