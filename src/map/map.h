@@ -11,6 +11,10 @@
  * prediction engine's dual numbers) and takes the covariance from the Hessian by central
  * differences of that gradient.
  *
+ * Posterior draws (credible intervals, bands, sampled target attainment): for closed-form
+ * models, sampling-importance-resampling of proposals from the Laplace approximation with
+ * the exact joint term as weights; for ODE models, the Laplace approximation itself.
+ *
  * Nothing here prints: cautions a pharmacist must see (samples ignored, covariates outside
  * the model's range, unreachable targets, doses outside the studied range) are collected as
  * warnings on the handle. */
@@ -81,6 +85,7 @@ const popk_map_obs *popk_map_observations(const popk_map *mp);
 typedef struct {
     const char *name;
     double value, typical, lo95, hi95;
+    double lo90, hi90;      /* 5% and 95% quantiles */
 } popk_map_param;
 int popk_map_nparams(const popk_map *mp);
 const popk_map_param *popk_map_params(const popk_map *mp);
