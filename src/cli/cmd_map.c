@@ -64,7 +64,7 @@ typedef struct {
     const popk_model *m;
     const char *patient;
     int have_target;
-    popk_target target;
+    popk_map_target target;
     popk_map_regimen *reg;
     int nreg;
     double loading, start;
@@ -119,7 +119,7 @@ static void write_summary(FILE *f, const report *rp)
         }
     }
     if (rp->have_target && rp->nreg > 0) {
-        const popk_target *t = &rp->target;
+        const popk_map_target *t = &rp->target;
         const popk_map_regimen *r = &rp->reg[0];
         fprintf(f, "\nTarget: ");
         if (t->kind == POPK_TARGET_TMIC)
@@ -347,7 +347,7 @@ static void write_svg(FILE *f, const report *rp)
                    "stroke-dasharray=\"4,3\"/>\n", x0, T, x0, H - B);
         fprintf(f, "<text x=\"%.1f\" y=\"%g\" fill=\"#555\">recommended: %g mg q%gh</text>\n",
                 x0 + 4, T + 12, rp->reg[0].dose, rp->reg[0].interval);
-        const popk_target *t = &rp->target;
+        const popk_map_target *t = &rp->target;
         if (t->kind == POPK_TARGET_TROUGH || t->kind == POPK_TARGET_PEAK)
             fprintf(f, "<rect x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\" "
                        "fill=\"#2a2\" fill-opacity=\"0.15\"/>\n<text x=\"%.1f\" y=\"%.1f\" "
@@ -552,7 +552,7 @@ int popk_cmd_map(int argc, char **argv)
         goto done;
     }
     if (target_text) {
-        if (popk_target_parse(target_text, &rp.target) != 0) {
+        if (popk_map_target_parse(target_text, &rp.target) != 0) {
             fprintf(stderr, "popk map: --target: expected auc24=LO-HI, trough=LO-HI, "
                             "peak=LO-HI or tmic=MIC:FRACTION, got '%s'\n", target_text);
             goto bad_usage;

@@ -993,7 +993,7 @@ fail:
 /* ---------------------------------------------------------------------------------------
  * Regimens at steady state. */
 
-int popk_target_parse(const char *text, popk_target *t)
+int popk_map_target_parse(const char *text, popk_map_target *t)
 {
     static const char *const names[] = {"auc24", "trough", "peak", "tmic"};
     memset(t, 0, sizeof *t);
@@ -1161,7 +1161,7 @@ static double norm_cdf(double z)
 }
 
 /* P(lo <= X <= hi) for log X ~ N(log v, s^2). */
-static double lognormal_pta(double v, double s, const popk_target *target)
+static double lognormal_pta(double v, double s, const popk_map_target *target)
 {
     if (!(v > 0) || isnan(s))
         return NAN;
@@ -1190,7 +1190,7 @@ static popk_record dose_record(const popk_model *m, double time, double amt, dou
 
 
 typedef struct {
-    const popk_target *target;
+    const popk_map_target *target;
     popk_target_kind kind;
     double mid;
 } rank_ctx;
@@ -1217,7 +1217,7 @@ static int cmp_regimen(const void *a, const void *b)
 }
 
 /* Delta-method PTA and 90% intervals of trough and AUC24 for regimen rg on dataset g. */
-static popk_status delta_pta(popk_map *mp, gen_data *g, const popk_target *target,
+static popk_status delta_pta(popk_map *mp, gen_data *g, const popk_map_target *target,
                              popk_map_regimen *rg, const double *t, double *c,
                              const size_t *gi, int ng, int min_trough, int seg1,
                              double *s_target, popk_error *err)
@@ -1280,7 +1280,7 @@ static int proportional(double a, double b, double ratio)
 /* Regimen rg from ref with the same interval and duration, for a system linear in the
  * amounts: concentrations scale with the dose, log-scale spreads stay (delta method). */
 static void scale_regimen(const popk_map_regimen *ref, popk_map_regimen *rg,
-                          const popk_target *target, double s_target)
+                          const popk_map_target *target, double s_target)
 {
     double f = rg->dose / ref->dose;
     rg->trough = ref->trough * f;
@@ -1302,7 +1302,7 @@ static void scale_regimen(const popk_map_regimen *ref, popk_map_regimen *rg,
  * interval (target->day == 0), or over day target->day of the regimen started after the
  * patient's history. *s_target: the log-scale SD of the target metric with the delta method,
  * else NaN. Buffers: t, c, gi of DAY_POINTS; rec of the history + DAY_POINTS + 2. */
-static popk_status eval_regimen(popk_map *mp, const popk_target *target, popk_map_regimen *rg,
+static popk_status eval_regimen(popk_map *mp, const popk_map_target *target, popk_map_regimen *rg,
                                 int seg1, int seg2, double *t, double *c, size_t *gi,
                                 double *tr, double *au, popk_record *rec, double *s_target,
                                 popk_error *err)
@@ -1392,7 +1392,7 @@ static popk_status eval_regimen(popk_map *mp, const popk_target *target, popk_ma
     return POPK_OK;
 }
 
-popk_map_regimen *popk_map_recommend(popk_map *mp, const popk_target *target, int nd,
+popk_map_regimen *popk_map_recommend(popk_map *mp, const popk_map_target *target, int nd,
                                      const double *doses, int ni, const double *intervals,
                                      int ndur, const double *durations, int *n,
                                      popk_error *err)

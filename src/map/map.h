@@ -105,11 +105,11 @@ typedef struct {
     int day;                /* 0: at steady state; N > 0: over day N of the new regimen, which
                                starts when the next dose is due after the patient's history
                                (trough = lowest level of that day, AUC24 = AUC of that day) */
-} popk_target;
+} popk_map_target;
 
 /* Parse "auc24=400-600", "trough=10-20", "peak=20-40", "tmic=MIC:FRACTION" (e.g. tmic=1:0.5,
  * range [FRACTION, 1]). 0 ok, -1 malformed. */
-int popk_target_parse(const char *text, popk_target *t);
+int popk_map_target_parse(const char *text, popk_map_target *t);
 const char *popk_target_name(popk_target_kind kind);
 
 typedef struct {
@@ -126,7 +126,7 @@ typedef struct {
  * array of nd*ni*ndur entries in rank order (*n set), or NULL (err set). Adds a warning when
  * no candidate reaches the target at the point estimate or with PTA >= 0.5, and for doses
  * outside the studied range. Loading dose: see popk_map_loading. */
-popk_map_regimen *popk_map_recommend(popk_map *mp, const popk_target *target, int nd,
+popk_map_regimen *popk_map_recommend(popk_map *mp, const popk_map_target *target, int nd,
                                      const double *doses, int ni, const double *intervals,
                                      int ndur, const double *durations, int *n,
                                      popk_error *err);

@@ -60,7 +60,7 @@ static int bench(const char *name, const char *text, size_t len, double limit_ms
     popk_map_options o;
     popk_map_options_default(&o);
     o.nsamples = 200;
-    popk_target t = {POPK_TARGET_AUC24, 400, 600, 0, 0};
+    popk_map_target t = {POPK_TARGET_AUC24, 400, 600, 0, 0};
     double doses[] = {750, 1000, 1250, 1500}, ii[] = {8, 12, 24}, dur[] = {1};
     double ms[7], cpu[7];
     double pta = 0;

@@ -187,8 +187,8 @@ static void test_a_priori(void)
     const double *c = popk_map_eta_cov(mp);
     CU_ASSERT(fabs(c[0] - 0.09) < 1e-8 && fabs(c[3] - 0.04) < 1e-8 && fabs(c[1]) < 1e-8);
     /* steady state AUC over the interval is dose / CL for a linear model */
-    popk_target t;
-    CU_ASSERT_EQUAL(popk_target_parse("auc24=400-600", &t), 0);
+    popk_map_target t;
+    CU_ASSERT_EQUAL(popk_map_target_parse("auc24=400-600", &t), 0);
     double doses[] = {500, 1000}, ii[] = {12, 24};
     int n = 0;
     popk_map_regimen *r = popk_map_recommend(mp, &t, 2, doses, 2, ii, 0, NULL, &n, &err);
@@ -231,8 +231,8 @@ static void test_ode_delta(void)
     CU_ASSERT_FATAL(m && d);
     popk_map *mp = popk_map_new(m, d, NULL, &err);
     CU_ASSERT_FATAL(mp != NULL);
-    popk_target t;
-    CU_ASSERT_EQUAL(popk_target_parse("auc24=400-600", &t), 0);
+    popk_map_target t;
+    CU_ASSERT_EQUAL(popk_map_target_parse("auc24=400-600", &t), 0);
     /* three doses: the middle one is scaled from the others (linear system) */
     double doses[] = {400, 450, 500}, ii[] = {8, 12}, dur[] = {1};
     int n = 0;
@@ -273,8 +273,8 @@ static void test_delta_closed_form(void)
     o.nsamples = 50;
     popk_map *mp = popk_map_new(m, d, &o, &err);
     CU_ASSERT_FATAL(mp != NULL);
-    popk_target t;
-    CU_ASSERT_EQUAL(popk_target_parse("auc24=400-600", &t), 0);
+    popk_map_target t;
+    CU_ASSERT_EQUAL(popk_map_target_parse("auc24=400-600", &t), 0);
     double doses[] = {1000, 1250}, ii[] = {12, 24}, dur[] = {1};
     int n;
     popk_map_regimen *r = popk_map_recommend(mp, &t, 2, doses, 2, ii, 1, dur, &n, &err);
@@ -309,8 +309,8 @@ static void test_tacrolimus_a_priori(void)
                               "2,0,.,5,1,1,expresser,55.72,1.93\n";
     popk_data *d = popk_data_parse("p.csv", csv, sizeof csv - 1, &err);
     CU_ASSERT_FATAL(d != NULL);
-    popk_target t;
-    CU_ASSERT_EQUAL(popk_target_parse("auc24=400-500", &t), 0);
+    popk_map_target t;
+    CU_ASSERT_EQUAL(popk_map_target_parse("auc24=400-500", &t), 0);
     double dose[] = {5, 8.1}, ii[] = {12};
     for (int id = 1; id <= 2; id++) {
         popk_map_options o;
@@ -355,8 +355,8 @@ static void test_nonlinear_not_scaled(void)
     CU_ASSERT_FATAL(m && d);
     popk_map *mp = popk_map_new(m, d, NULL, &err);
     CU_ASSERT_FATAL(mp != NULL);
-    popk_target t;
-    CU_ASSERT_EQUAL(popk_target_parse("auc24=100-300", &t), 0);
+    popk_map_target t;
+    CU_ASSERT_EQUAL(popk_map_target_parse("auc24=100-300", &t), 0);
     double doses[] = {50, 100, 150}, ii[] = {12}, dur[] = {1};
     int n = 0, n1;
     popk_map_regimen *r = popk_map_recommend(mp, &t, 3, doses, 1, ii, 1, dur, &n, &err);
@@ -404,8 +404,8 @@ static void test_target_day(void)
     CU_ASSERT_FATAL(m && d);
     popk_map *mp = popk_map_new(m, d, NULL, &err);
     CU_ASSERT_FATAL(mp != NULL);
-    popk_target t;
-    CU_ASSERT_EQUAL(popk_target_parse("auc24=100-200", &t), 0);
+    popk_map_target t;
+    CU_ASSERT_EQUAL(popk_map_target_parse("auc24=100-200", &t), 0);
     t.day = 1;
     double doses[] = {50, 80}, ii[] = {12}, dur[] = {1};
     int n;
@@ -523,8 +523,8 @@ static void test_bad_input(void)
     d = popk_data_parse("p.csv", csv4, sizeof csv4 - 1, &err);
     mp = popk_map_new(m, d, &o, &err);
     CU_ASSERT_FATAL(mp != NULL);
-    popk_target t;
-    CU_ASSERT_EQUAL(popk_target_parse("trough=50-60", &t), 0);
+    popk_map_target t;
+    CU_ASSERT_EQUAL(popk_map_target_parse("trough=50-60", &t), 0);
     double doses[] = {10, 20}, ii[] = {12};
     int n;
     popk_map_regimen *r = popk_map_recommend(mp, &t, 2, doses, 1, ii, 0, NULL, &n, &err);
@@ -533,9 +533,9 @@ static void test_bad_input(void)
     CU_ASSERT(has_warning(mp, "outside the range"));
     CU_ASSERT(r[0].outside_range);
     free(r);
-    CU_ASSERT_EQUAL(popk_target_parse("trough=5", &t), -1);
-    CU_ASSERT_EQUAL(popk_target_parse("cmax=1-2", &t), -1);
-    CU_ASSERT_EQUAL(popk_target_parse("tmic=2:0.4", &t), 0);
+    CU_ASSERT_EQUAL(popk_map_target_parse("trough=5", &t), -1);
+    CU_ASSERT_EQUAL(popk_map_target_parse("cmax=1-2", &t), -1);
+    CU_ASSERT_EQUAL(popk_map_target_parse("tmic=2:0.4", &t), 0);
     CU_ASSERT(t.kind == POPK_TARGET_TMIC && t.mic == 2 && t.lo == 0.4);
     popk_map_free(mp);
     popk_data_free(d);

@@ -102,7 +102,7 @@ static void run_case(popk_model *m, double add, double prop, int strict)
         double lo = cl_prior * exp(e0 - 1.6448536 * sd0), hi = cl_prior * exp(e0 + 1.6448536 * sd0);
         covered_laplace += cl_true >= lo && cl_true <= hi;
         /* (c) recommendation, judged by the true AUC24 = daily dose / CL */
-        popk_target t = {POPK_TARGET_AUC24, 400, 600, 0, 0};
+        popk_map_target t = {POPK_TARGET_AUC24, 400, 600, 0, 0};
         double doses[] = {500, 750, 1000, 1250, 1500}, ii[] = {8, 12, 24}, dur[] = {1};
         int nr;
         popk_map_regimen *rg = popk_map_recommend(mp, &t, 5, doses, 3, ii, 1, dur, &nr, &err);
