@@ -392,7 +392,7 @@ static void test_regimen_files(void)
     popk_model *vanc = popk_model_load(popk_test_src("models/vancomycin.yaml"), &err);
     CU_ASSERT_PTR_NOT_NULL_FATAL(vanc);
     popk_regimen *r =
-        popk_regimen_load(popk_test_src("models/sim/vancomycin_loading.yaml"), vanc, &err);
+        popk_regimen_load(popk_test_src("datasets/sim/vancomycin_loading.yaml"), vanc, &err);
     CU_ASSERT_PTR_NOT_NULL_FATAL(r);
     CU_ASSERT_EQUAL(r->ndose, 14);
     CU_ASSERT_DOUBLE_EQUAL(r->dose[0].rate, 1000, 0);
