@@ -24,6 +24,7 @@ static void usage(FILE *out)
             "  --covariates K=V,...  covariate values (replace or fill in the file's)\n"
             "  --id ID               subject of the file to use (default: the first)\n"
             "  --target T            auc24=LO-HI, trough=LO-HI, peak=LO-HI or tmic=MIC:FRACTION\n"
+            "                        (or as popk sim writes them: \"AUC24 in 400..600\")\n"
             "                        (at steady state, or with --on-day N over day N of the new\n"
             "                        regimen)\n"
             "  --on-day N            evaluate the target on day N instead of at steady state\n"
@@ -554,7 +555,7 @@ int popk_cmd_map(int argc, char **argv)
     if (target_text) {
         if (popk_map_target_parse(target_text, &rp.target) != 0) {
             fprintf(stderr, "popk map: --target: expected auc24=LO-HI, trough=LO-HI, "
-                            "peak=LO-HI or tmic=MIC:FRACTION, got '%s'\n", target_text);
+                            "peak=LO-HI, tmic=MIC:FRACTION or \"AUC24 in LO..HI\", got '%s'\n", target_text);
             goto bad_usage;
         }
         if (nstr == 0) {

@@ -997,6 +997,31 @@ int popk_map_target_parse(const char *text, popk_map_target *t)
 {
     static const char *const names[] = {"auc24", "trough", "peak", "tmic"};
     memset(t, 0, sizeof *t);
+    /* The form popk sim uses: "AUC24 in 400..600", "trough in 10..20", "peak in 20..40". */
+    char name[16], num[64];
+    double lo, hi;
+    int used = 0;
+    const char *dots = strstr(text, "..");
+    char *end;
+    if (sscanf(text, " %15[A-Za-z0-9] in %n", name, &used) == 1 && used > 0 && dots &&
+        (size_t)(dots - (text + used)) < sizeof num) {
+        memcpy(num, text + used, (size_t)(dots - (text + used)));
+        num[dots - (text + used)] = '\0';
+        lo = strtod(num, &end);
+        if (end == num || *end)
+            return -1;
+        hi = strtod(dots + 2, &end);
+        if (end == dots + 2 || *end)
+            return -1;
+        for (int k = 0; k < 3; k++)
+            if (!strcasecmp(name, names[k]) && lo >= 0 && hi > lo) {
+                t->kind = (popk_target_kind)k;
+                t->lo = lo;
+                t->hi = hi;
+                return 0;
+            }
+        return -1;
+    }
     const char *eq = strchr(text, '=');
     if (!eq)
         return -1;
@@ -1007,7 +1032,6 @@ int popk_map_target_parse(const char *text, popk_map_target *t)
     if (kind < 0)
         return -1;
     t->kind = (popk_target_kind)kind;
-    char *end;
     const char *p = eq + 1;
     if (t->kind == POPK_TARGET_TMIC) {
         t->mic = strtod(p, &end);

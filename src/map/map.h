@@ -108,7 +108,8 @@ typedef struct {
 } popk_map_target;
 
 /* Parse "auc24=400-600", "trough=10-20", "peak=20-40", "tmic=MIC:FRACTION" (e.g. tmic=1:0.5,
- * range [FRACTION, 1]). 0 ok, -1 malformed. */
+ * range [FRACTION, 1]), or popk sim's form "AUC24 in 400..600" (also trough, peak).
+ * 0 ok, -1 malformed. */
 int popk_map_target_parse(const char *text, popk_map_target *t);
 const char *popk_target_name(popk_target_kind kind);
 

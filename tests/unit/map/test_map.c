@@ -537,6 +537,13 @@ static void test_bad_input(void)
     CU_ASSERT_EQUAL(popk_map_target_parse("cmax=1-2", &t), -1);
     CU_ASSERT_EQUAL(popk_map_target_parse("tmic=2:0.4", &t), 0);
     CU_ASSERT(t.kind == POPK_TARGET_TMIC && t.mic == 2 && t.lo == 0.4);
+    CU_ASSERT_EQUAL(popk_map_target_parse("AUC24 in 400..600", &t), 0);
+    CU_ASSERT(t.kind == POPK_TARGET_AUC24 && t.lo == 400 && t.hi == 600);
+    CU_ASSERT_EQUAL(popk_map_target_parse("trough in 10..20", &t), 0);
+    CU_ASSERT(t.kind == POPK_TARGET_TROUGH && t.lo == 10 && t.hi == 20);
+    CU_ASSERT_EQUAL(popk_map_target_parse("trough in 20..10", &t), -1);
+    CU_ASSERT_EQUAL(popk_map_target_parse("cmax in 1..2", &t), -1);
+    CU_ASSERT_EQUAL(popk_map_target_parse("AUC24 in 400..600x", &t), -1);
     popk_map_free(mp);
     popk_data_free(d);
     done(NULL, m);
