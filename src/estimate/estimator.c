@@ -482,7 +482,7 @@ popk_status popk_estimator_pass(popk_estimator *est, popk_method method, const d
         popk_error_clear(&w->err);
         est->status[i] = individual(&c, method, est->eta_new + (size_t)i * q,
                                     &est->terms_new[i], est->eta_cov_new + (size_t)i * q * q);
-        if (est->status[i] < 0)
+        if (est->status[i] != 0)
             est->sub_err[i] = w->err;
     }
     double sum = 0.0;
@@ -501,10 +501,19 @@ popk_status popk_estimator_pass(popk_estimator *est, popk_method method, const d
             return popk_error_set(err, POPK_ERR_NUMERIC, NULL, 0, 0,
                                   "subject %d: Hessian of the joint term is not positive "
                                   "definite at the EBE", i + 1);
-        if (est->status[i] > 0)
+        if (est->status[i] > 0) {
+            /* Keep the prediction engine's last complaint (it names the data record), so
+             * the user learns why, not only who. */
+            const popk_error *why = &est->sub_err[i];
+            if (why->message[0])
+                return popk_error_set(err, POPK_ERR_NUMERIC, why->file[0] ? why->file : NULL,
+                                      why->line, why->column,
+                                      "subject %d (in data order): the inner problem (EBE) "
+                                      "failed: %s", i + 1, why->message);
             return popk_error_set(err, POPK_ERR_NUMERIC, NULL, 0, 0,
-                                  "subject %d: the inner problem (EBE) failed: no finite "
-                                  "prediction or no descent", i + 1);
+                                  "subject %d (in data order): the inner problem (EBE) failed: "
+                                  "no finite prediction or no descent", i + 1);
+        }
         sum += est->terms_new[i];
     }
     if (commit) {
