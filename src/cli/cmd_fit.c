@@ -7,6 +7,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "cli/cli.h"
 #include "fit/fit_write.h"
@@ -191,6 +192,17 @@ int popk_cmd_fit(int argc, char **argv)
         fprintf(stderr, "%s: not a directory\n", out_dir);
         goto done;
     }
+    /* Find an unwritable directory now, not after the fit: nothing is written then. */
+    char probe[4200];
+    snprintf(probe, sizeof probe, "%s/.popk-write-test-XXXXXX", out_dir);
+    int probe_fd = mkstemp(probe);
+    if (probe_fd < 0) {
+        fprintf(stderr, "%s: cannot write in the output directory: %s\n", out_dir,
+                strerror(errno));
+        goto done;
+    }
+    close(probe_fd);
+    unlink(probe);
     log.map = map;
     log.quiet = quiet;
     log.npar = popk_param_map_npar(map);

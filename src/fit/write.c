@@ -447,8 +447,14 @@ popk_status popk_fit_write(const char *dir, const popk_fit_info *info, popk_erro
     for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
         snprintf(path, sizeof path, "%s/%s", dir, files[i].name);
         popk_status st = files[i].fn(path, info, err);
-        if (st != POPK_OK)
+        if (st != POPK_OK) {
+            /* a fit's files belong together: leave none rather than a mixed set */
+            for (size_t j = 0; j < i; j++) {
+                snprintf(path, sizeof path, "%s/%s", dir, files[j].name);
+                remove(path);
+            }
             return st;
+        }
     }
     return POPK_OK;
 }
