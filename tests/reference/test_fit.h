@@ -106,6 +106,19 @@ static inline int run_popk(const char *const *args, const char *out, const char 
     return WEXITSTATUS(status);
 }
 
+/* Size of a file in bytes (-1 if missing): a clean run leaves stderr empty (sanitizer
+ * reports from the child land there too). */
+static inline long file_size(const char *path)
+{
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return -1;
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fclose(f);
+    return n;
+}
+
 /* A table of numbers with a header row (CSV or TSV). */
 typedef struct {
     int ncol, nrow;

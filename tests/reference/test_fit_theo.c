@@ -74,7 +74,9 @@ static void test_fo_cli(void)
     snprintf(mpath, sizeof mpath, "%s", popk_test_src(THEO_MODEL));
     snprintf(dpath, sizeof dpath, "%s", popk_test_src(THEO_DATA));
     const char *args[] = {"fit", mpath, dpath, "--method", "fo", "--quiet", "--out", out, NULL};
-    CU_ASSERT_FATAL(run_popk(args, NULL, NULL) == 0);
+    snprintf(path, sizeof path, "%s.stderr", out);
+    CU_ASSERT_FATAL(run_popk(args, NULL, path) == 0);
+    CU_ASSERT(file_size(path) == 0);
     snprintf(path, sizeof path, "%s/fit.yaml", out);
     FILE *f = fopen(path, "r");
     CU_ASSERT_FATAL(f != NULL);

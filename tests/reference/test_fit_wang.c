@@ -57,7 +57,9 @@ static void check_tables(const char *model, const char *data)
     snprintf(mpath, sizeof mpath, "%s", popk_test_src(model));
     snprintf(dpath, sizeof dpath, "%s", popk_test_src(data));
     const char *args[] = {"fit", mpath, dpath, "--evaluate", "--quiet", "--out", out, NULL};
-    CU_ASSERT_FATAL(run_popk(args, NULL, NULL) == 0);
+    snprintf(path, sizeof path, "%s.stderr", out);
+    CU_ASSERT_FATAL(run_popk(args, NULL, path) == 0);
+    CU_ASSERT(file_size(path) == 0);
 
     num_table nm, eta, tab;
     CU_ASSERT_FATAL(table_read(&nm, popk_test_src("tests/reference/data/"
