@@ -24,6 +24,7 @@ trap 'rm -rf "$tmp"' EXIT
 acop=tests/reference/data/acop
 
 # fit NAME MODEL DATA [popk options...]: one fit; sets fit_s wall_s cpu_s ofv status nsub nobs
+# evals (objective passes, gradients included)
 # (LIMIT, if set, stops the fit after that many seconds: status "TIMEOUT")
 fit() {
     local name=$1 out=$tmp/$1
@@ -36,7 +37,7 @@ fit() {
     if [ "$rc" -eq 124 ]; then
         wall_s=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", (b - a) / 1e9 }')
         cpu_s=$(awk '{ printf "%.3f", $1 + $2 }' "$tmp/time" 2>/dev/null || echo nan)
-        fit_s=$wall_s ofv=nan status="TIMEOUT(>${LIMIT}s)" nsub=- nobs=-
+        fit_s=$wall_s ofv=nan status="TIMEOUT(>${LIMIT}s)" nsub=- nobs=- evals=-
         return
     fi
     if [ "$rc" -ne 0 ] && [ "$rc" -ne 3 ]; then
@@ -46,20 +47,20 @@ fit() {
     fi
     wall_s=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", (b - a) / 1e9 }')
     cpu_s=$(awk '{ printf "%.3f", $1 + $2 }' "$tmp/time")
-    read -r fit_s ofv status nsub nobs < <(awk '
+    read -r fit_s ofv status nsub nobs evals < <(awk '
         /^  runtime_s:/ { r = $2 } /^  ofv:/ { o = $2 } /^  status:/ { s = ($2 == "converged") ? "ok" : "NOCONV" }
-        /^  subjects:/ { n = $2 } /^  observations:/ { m = $2 }
-        END { print r, o, s, n, m }' "$out/fit.yaml")
+        /^  subjects:/ { n = $2 } /^  observations:/ { m = $2 } /^  evaluations:/ { e = $2 }
+        END { print r, o, s, n, m, e }' "$out/fit.yaml")
 }
 
 median() { sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 
 echo "== popk fit, FOCE-I, $threads threads ($(nproc) cores; load average $(cut -d' ' -f1-3 /proc/loadavg)) =="
-printf '%-22s %4s %5s %8s %8s %8s %8s %9s %8s %12s %s\n' case subj obs 'fit s' 'wall s' 'cpu s' \
-    target 'NONMEM s' 'nlmixr2' OFV status
+printf '%-22s %4s %5s %8s %8s %8s %8s %9s %8s %12s %6s %s\n' case subj obs 'fit s' 'wall s' 'cpu s' \
+    target 'NONMEM s' 'nlmixr2' OFV evals status
 row() { # name target nonmem nlmixr2
-    printf '%-22s %4s %5s %8.3f %8.3f %8.3f %8s %9s %8s %12.4f %s\n' "$1" "$nsub" "$nobs" \
-        "$fit_s" "$wall_s" "$cpu_s" "$2" "$3" "$4" "$ofv" "$status"
+    printf '%-22s %4s %5s %8.3f %8.3f %8.3f %8s %9s %8s %12.4f %6s %s\n' "$1" "$nsub" "$nobs" \
+        "$fit_s" "$wall_s" "$cpu_s" "$2" "$3" "$4" "$ofv" "$evals" "$status"
 }
 
 # theo_sd: the median of REPS runs (it is short enough to be noisy)
@@ -124,7 +125,7 @@ fi
 if [ "${SKIP_SCALING:-0}" != 1 ]; then
     echo
     echo "== run time against subjects: ACOP Oral_1CPT single dose, subjects resampled with replacement =="
-    printf '%8s %6s %8s %8s %8s %12s %10s %s\n' subjects obs 'fit s' 'wall s' 'cpu s' OFV 'fit ms/subj' status
+    printf '%8s %6s %8s %8s %8s %12s %6s %11s %s\n' subjects obs 'fit s' 'wall s' 'cpu s' OFV evals 'cpu ms/subj' status
     for n in 60 120 240 480; do
         # resample whole subjects (fixed seed), renumber IDs 1..n, keep the SD == 1 part
         awk -F, -v n="$n" -v seed=$((20261125 + n)) '
@@ -141,7 +142,7 @@ if [ "${SKIP_SCALING:-0}" != 1 ]; then
                 }
             }' $acop/Oral_1CPT.csv > "$tmp/oral_$n.csv"
         fit "oral_$n" models/acop/Oral_1CPT.yaml "$tmp/oral_$n.csv"
-        printf '%8s %6s %8.3f %8.3f %8.3f %12.4f %10.2f %s\n' "$nsub" "$nobs" "$fit_s" "$wall_s" \
-            "$cpu_s" "$ofv" "$(awk -v a="$fit_s" -v n="$nsub" 'BEGIN { print 1000 * a / n }')" "$status"
+        printf '%8s %6s %8.3f %8.3f %8.3f %12.4f %6s %11.2f %s\n' "$nsub" "$nobs" "$fit_s" "$wall_s" \
+            "$cpu_s" "$ofv" "$evals" "$(awk -v a="$cpu_s" -v n="$nsub" 'BEGIN { print 1000 * a / n }')" "$status"
     done
 fi
