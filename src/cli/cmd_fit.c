@@ -7,6 +7,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "cli/cli.h"
 #include "fit/fit_write.h"
@@ -195,6 +196,17 @@ int popk_cmd_fit(int argc, char **argv)
         fprintf(stderr, "%s: not a directory\n", out_dir);
         goto done;
     }
+    /* Find an unwritable directory now, not after the fit: nothing is written then. */
+    char probe[4200];
+    snprintf(probe, sizeof probe, "%s/.popk-write-test-XXXXXX", out_dir);
+    int probe_fd = mkstemp(probe);
+    if (probe_fd < 0) {
+        fprintf(stderr, "%s: cannot write in the output directory: %s\n", out_dir,
+                strerror(errno));
+        goto done;
+    }
+    close(probe_fd);
+    unlink(probe);
     log.map = map;
     log.quiet = quiet;
     log.npar = popk_param_map_npar(map);
@@ -216,7 +228,17 @@ int popk_cmd_fit(int argc, char **argv)
         goto done;
     }
     popk_fit_info info = {m, d, b, fp, map, res, opt.method, opt.covariance,
-                          popk_fit_nobs(fp), runtime, log.ext, log.rows};
+                          popk_fit_nobs(fp), runtime, log.ext, log.rows, NAN};
+    /* nlmixr2 reports the FOCE-I objective at its FO estimates as the OFV of an FO fit;
+     * give both, so the figures can be compared with either program. */
+    if (opt.method == POPK_METHOD_FO &&
+        popk_fit_ofv_at(fp, POPK_METHOD_FOCEI, res->theta, res->omega, res->sigma,
+                        &info.ofv_focei, &err) != POPK_OK) {
+        fprintf(stderr, "popk fit: note: no FOCE-I objective at the FO estimates (%s)\n",
+                err.message);
+        info.ofv_focei = NAN;
+        popk_error_clear(&err);
+    }
     if (popk_fit_write(out_dir, &info, &err) != POPK_OK) {
         popk_cli_report(&err);
         rc = POPK_EXIT_FAILURE;

@@ -341,6 +341,12 @@ static int newton(const indiv *c, double *eta, double *l, int evaluated)
             /* Armijo, with room for rounding in l once the decrease is at that level */
             if (st == 0 && l1 <= *l + 1e-4 * t * slope + 1e-13 * fabs(*l))
                 accepted = 1;
+            /* Within 1e-5 posterior SD of the mode a Newton step that fails the test has
+             * met the noise of l (an ODE solver's tolerance, not only rounding): halving
+             * it only buys steps that move eta by nothing, 40 predictions each, up to
+             * INNER_MAXIT times (Wang 2007 as an ODE: 4400 predictions per subject). */
+            if (!accepted && decrement < 1e-10)
+                break;
         }
         if (!accepted)
             return decrement < 1e-10 ? 0 : 1;
@@ -482,7 +488,7 @@ popk_status popk_estimator_pass(popk_estimator *est, popk_method method, const d
         popk_error_clear(&w->err);
         est->status[i] = individual(&c, method, est->eta_new + (size_t)i * q,
                                     &est->terms_new[i], est->eta_cov_new + (size_t)i * q * q);
-        if (est->status[i] < 0)
+        if (est->status[i] != 0)
             est->sub_err[i] = w->err;
     }
     double sum = 0.0;
@@ -501,10 +507,19 @@ popk_status popk_estimator_pass(popk_estimator *est, popk_method method, const d
             return popk_error_set(err, POPK_ERR_NUMERIC, NULL, 0, 0,
                                   "subject %d: Hessian of the joint term is not positive "
                                   "definite at the EBE", i + 1);
-        if (est->status[i] > 0)
+        if (est->status[i] > 0) {
+            /* Keep the prediction engine's last complaint (it names the data record), so
+             * the user learns why, not only who. */
+            const popk_error *why = &est->sub_err[i];
+            if (why->message[0])
+                return popk_error_set(err, POPK_ERR_NUMERIC, why->file[0] ? why->file : NULL,
+                                      why->line, why->column,
+                                      "subject %d (in data order): the inner problem (EBE) "
+                                      "failed: %s", i + 1, why->message);
             return popk_error_set(err, POPK_ERR_NUMERIC, NULL, 0, 0,
-                                  "subject %d: the inner problem (EBE) failed: no finite "
-                                  "prediction or no descent", i + 1);
+                                  "subject %d (in data order): the inner problem (EBE) failed: "
+                                  "no finite prediction or no descent", i + 1);
+        }
         sum += est->terms_new[i];
     }
     if (commit) {

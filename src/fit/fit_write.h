@@ -19,6 +19,9 @@ typedef struct {
     double runtime;         /* seconds */
     const double *ext;      /* ext_rows rows of (iteration, OFV, p[npar]) */
     int ext_rows;
+    /* FO fits: the FOCE-I objective at the FO estimates (what nlmixr2 reports as the OFV of
+     * its FO fits); NAN when not computed. Written beside the FO objective, never instead. */
+    double ofv_focei;
 } popk_fit_info;
 
 /* Write fit.yaml, tab.csv, eta.csv, ext.csv and summary.txt into dir (which must exist). */

@@ -238,9 +238,13 @@ int popk_fit_nobs(const popk_fit_problem *fp)
     return fp->total_obs;
 }
 
-/* Whitened residuals L^-1 r with C = G Omega G' + diag(V) = L L' (n observations). */
+/* Whitened residuals C^-1/2 r with C = G Omega G' + diag(V) and C^-1/2 the symmetric inverse
+ * square root (C = Q diag(lambda) Q', C^-1/2 = Q diag(lambda^-1/2) Q'). Hooker et al.'s
+ * reference CWRES code (xpose4 ind.cwres) uses this root, and NONMEM's WRES/CWRES are defined
+ * alike; a Cholesky factor gives a different (rotated) vector with the same sum of squares.
+ * C, lambda and work need n*n, n and n entries. */
 static int whiten(int n, int neta, const double *G, const double *omega, const double *V,
-                  double *r, double *C)
+                  double *r, double *C, double *lambda, double *work)
 {
     for (int a = 0; a < n; a++)
         for (int b = 0; b <= a; b++) {
@@ -252,20 +256,45 @@ static int whiten(int n, int neta, const double *G, const double *omega, const d
         }
     if (n == 0)
         return 0;
-    if (LAPACKE_dpotrf(LAPACK_ROW_MAJOR, 'L', n, C, n) != 0)
+    if (LAPACKE_dsyev(LAPACK_ROW_MAJOR, 'V', 'L', n, C, n, lambda) != 0 || !(lambda[0] > 0.0))
         return -1;
-    return LAPACKE_dtrtrs(LAPACK_ROW_MAJOR, 'L', 'N', 'N', n, 1, C, n, r, 1) != 0 ? -1 : 0;
+    /* work = diag(lambda^-1/2) Q' r, then r = Q work */
+    for (int k = 0; k < n; k++) {
+        double s = 0.0;
+        for (int a = 0; a < n; a++)
+            s += C[a * n + k] * r[a];
+        work[k] = s / sqrt(lambda[k]);
+    }
+    for (int a = 0; a < n; a++) {
+        double s = 0.0;
+        for (int k = 0; k < n; k++)
+            s += C[a * n + k] * work[k];
+        r[a] = s;
+    }
+    return 0;
 }
 
 popk_status popk_fit_residuals(popk_fit_problem *fp, int i, const double *theta,
                                const double *omega, const double *sigma, const double *eta,
                                popk_fit_resid *res, popk_error *err)
 {
+    return popk_fit_residuals_method(fp, POPK_METHOD_FOCE, i, theta, omega, sigma, eta, res,
+                                     err);
+}
+
+popk_status popk_fit_residuals_method(popk_fit_problem *fp, popk_method method, int i,
+                                      const double *theta, const double *omega,
+                                      const double *sigma, const double *eta,
+                                      popk_fit_resid *res, popk_error *err)
+{
     int n = fp->nobs[i], neta = fp->m->neta;
+    int interaction = method == POPK_METHOD_FOCEI || method == POPK_METHOD_LAPLACE;
     size_t nn = (size_t)(n ? n : 1);
     size_t ne = (size_t)(neta ? neta : 1);
-    double *f0 = malloc(sizeof(double) * nn * 4), *V0 = f0 + nn, *f1 = V0 + nn, *V1 = f1 + nn;
-    double *G0 = malloc(sizeof(double) * nn * ne * 3), *G1 = G0 + nn * ne, *dV = G1 + nn * ne;
+    double *f0 = malloc(sizeof(double) * nn * 6), *V0 = f0 + nn, *f1 = V0 + nn, *V1 = f1 + nn;
+    double *lambda = V1 + nn, *work = lambda + nn;
+    double *G0 = malloc(sizeof(double) * nn * ne * 4), *G1 = G0 + nn * ne, *dV0 = G1 + nn * ne;
+    double *dV1 = dV0 + nn * ne;
     double *r = malloc(sizeof(double) * nn), *C = malloc(sizeof(double) * nn * nn);
     double *zero = calloc(ne, sizeof(double));
     popk_status st = POPK_OK;
@@ -276,8 +305,8 @@ popk_status popk_fit_residuals(popk_fit_problem *fp, int i, const double *theta,
     int thread = omp_get_thread_num();
     if (thread >= fp->nthreads)
         thread = 0;
-    if (predict_cb(i, thread, theta, sigma, zero, f0, V0, G0, dV, fp, err) != 0 ||
-        predict_cb(i, thread, theta, sigma, eta, f1, V1, G1, dV, fp, err) != 0) {
+    if (predict_cb(i, thread, theta, sigma, zero, f0, V0, G0, dV0, fp, err) != 0 ||
+        predict_cb(i, thread, theta, sigma, eta, f1, V1, G1, dV1, fp, err) != 0) {
         st = err && err->code ? err->code : POPK_ERR_NUMERIC;
         goto out;
     }
@@ -289,8 +318,21 @@ popk_status popk_fit_residuals(popk_fit_problem *fp, int i, const double *theta,
         res[j].ires = fp->y[i][j] - f1[j];
         res[j].iwres = res[j].ires / sqrt(V1[j]);
         r[j] = res[j].res;
+        /* With interaction the first-order expansion of y = f + h(eta) eps at eta = 0 keeps
+         * the eta*eps product, whose variance is (dh/deta)' Omega (dh/deta) sigma; with
+         * V = h^2 sigma that is dV' Omega dV / (4 V). NONMEM's WRES under INTERACTION (its
+         * WRESI) includes it: Wang 2007 proportional, subject 1 at t = 1 gives -1.1786 with
+         * it and -1.1839 (NONMEM's NWRES) without. */
+        if (interaction && V0[j] > 0.0) {
+            double q = 0.0;
+            for (int k = 0; k < neta; k++)
+                for (int l = 0; l < neta; l++)
+                    q += dV0[(size_t)j * neta + k] * omega[k * neta + l] *
+                         dV0[(size_t)j * neta + l];
+            V0[j] += q / (4.0 * V0[j]);
+        }
     }
-    int wok = whiten(n, neta, G0, omega, V0, r, C) == 0;
+    int wok = whiten(n, neta, G0, omega, V0, r, C, lambda, work) == 0;
     for (int j = 0; j < n; j++)
         res[j].wres = wok ? r[j] : NAN;
     for (int j = 0; j < n; j++) {
@@ -299,7 +341,7 @@ popk_status popk_fit_residuals(popk_fit_problem *fp, int i, const double *theta,
             s += G1[(size_t)j * neta + k] * eta[k];
         r[j] = s;
     }
-    int cok = whiten(n, neta, G1, omega, V1, r, C) == 0;
+    int cok = whiten(n, neta, G1, omega, V1, r, C, lambda, work) == 0;
     for (int j = 0; j < n; j++)
         res[j].cwres = cok ? r[j] : NAN;
 out:
@@ -308,5 +350,17 @@ out:
     free(r);
     free(C);
     free(zero);
+    return st;
+}
+
+popk_status popk_fit_ofv_at(const popk_fit_problem *fp, popk_method method,
+                            const double *theta, const double *omega, const double *sigma,
+                            double *ofv, popk_error *err)
+{
+    popk_estimator *est = popk_estimator_create(&fp->prob, fp->nthreads, err);
+    if (!est)
+        return err && err->code ? err->code : POPK_ERR_NOMEM;
+    popk_status st = popk_estimator_ofv(est, method, theta, omega, sigma, ofv, err);
+    popk_estimator_free(est);
     return st;
 }

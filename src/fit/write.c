@@ -191,6 +191,8 @@ static popk_status write_fit_yaml(const char *path, const popk_fit_info *info,
     fprintf(f, "  ofv: %.10g\n  aic: %.10g\n  bic: %.10g\n", r->ofv, popk_fit_aic(r, nobs),
             popk_fit_bic(r, nobs));
     fprintf(f, "  loglik: %.10g\n", -0.5 * (r->ofv + nobs * LOG2PI));
+    if (!isnan(info->ofv_focei))
+        fprintf(f, "  ofv_focei_at_estimates: %.10g\n", info->ofv_focei);
     fprintf(f, "  observations: %d\n  subjects: %d\n  parameters: %d\n", nobs, r->nsub,
             r->npar);
     fprintf(f, "  iterations: %d\n  evaluations: %d\n  runtime_s: %.3f\n", r->iterations,
@@ -280,8 +282,8 @@ static popk_status write_tab(const char *path, const popk_fit_info *info, popk_e
     }
     for (size_t s = 0; s < d->nsub; s++) {
         const double *eta = r->eta + s * (size_t)ne;
-        if ((st = popk_fit_residuals(fp, (int)s, r->theta, r->omega, r->sigma, eta, res,
-                                     err)) != POPK_OK)
+        if ((st = popk_fit_residuals_method(fp, info->method, (int)s, r->theta, r->omega,
+                                            r->sigma, eta, res, err)) != POPK_OK)
             goto out;
         popk_pred_result pr;
         if ((st = popk_pred_subject(ws, m, d, info->binding, s, r->theta, zero, NULL, &pr,
@@ -439,6 +441,10 @@ void popk_fit_summary(FILE *f, const popk_fit_info *info)
     fprintf(f, "OFV (-2LL without constant): %.4f   AIC: %.2f   BIC: %.2f   -2LL: %.4f\n",
             r->ofv, popk_fit_aic(r, info->nobs), popk_fit_bic(r, info->nobs),
             r->ofv + info->nobs * LOG2PI);
+    if (!isnan(info->ofv_focei))
+        fprintf(f, "FOCE-I objective at these %s estimates (nlmixr2's OFV for %s fits): %.4f\n",
+                popk_method_name(info->method), popk_method_name(info->method),
+                info->ofv_focei);
     if (ok)
         fprintf(f, "covariance step (%s): condition number %.4g\n",
                 popk_covstep_name(info->covariance), r->condition);
@@ -467,8 +473,14 @@ popk_status popk_fit_write(const char *dir, const popk_fit_info *info, popk_erro
     for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
         snprintf(path, sizeof path, "%s/%s", dir, files[i].name);
         popk_status st = files[i].fn(path, info, err);
-        if (st != POPK_OK)
+        if (st != POPK_OK) {
+            /* a fit's files belong together: leave none rather than a mixed set */
+            for (size_t j = 0; j < i; j++) {
+                snprintf(path, sizeof path, "%s/%s", dir, files[j].name);
+                remove(path);
+            }
             return st;
+        }
     }
     return POPK_OK;
 }
