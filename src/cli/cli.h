@@ -2,6 +2,7 @@
 #ifndef POPK_CLI_H
 #define POPK_CLI_H
 
+#include "model/model.h"
 #include "popk.h"
 
 /* Exit codes (documented in docs/cli.md). */
@@ -22,6 +23,13 @@ int popk_cmd_sim(int argc, char **argv);
 int popk_cmd_map(int argc, char **argv);
 int popk_cmd_vpc(int argc, char **argv);
 int popk_cmd_report(int argc, char **argv);
+
+/* Load a model and a dataset, apply the record filters (--ignore/--accept, in order) and
+ * bind them. On failure prints the error and returns -1; whatever was loaded is still
+ * returned in *m, *d, *b for the caller to free (NULL otherwise). */
+int popk_cli_load(const char *model_path, const char *data_path, int nfilter,
+                  const char *const *filters, const int *accept, popk_model **m, popk_data **d,
+                  popk_binding **b);
 
 /* Print an error to stderr as "FILE:LINE:COLUMN: message", then, when the error carries
  * the source line, that line and a caret under the column. */

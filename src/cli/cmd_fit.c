@@ -160,21 +160,9 @@ int popk_cmd_fit(int argc, char **argv)
     iter_log log = {0};
     char dirbuf[4096];
 
-    if (!(m = popk_model_load(model_path, &err)) || !(d = popk_data_read(data_path, &err))) {
-        popk_cli_report(&err);
+    if (popk_cli_load(model_path, data_path, nfilter, filters, filter_accept, &m, &d, &b) != 0)
         goto done;
-    }
-    for (int k = 0; k < nfilter; k++) {
-        popk_data *s = popk_data_filter(d, filters[k], filter_accept[k], &err);
-        if (!s) {
-            popk_cli_report(&err);
-            goto done;
-        }
-        popk_data_free(d);
-        d = s;
-    }
-    if (!(b = popk_model_bind(m, d, &err)) ||
-        !(fp = popk_fit_problem_new(m, d, b, opt.nthreads, &err)) ||
+    if (!(fp = popk_fit_problem_new(m, d, b, opt.nthreads, &err)) ||
         !(map = popk_param_map_create(popk_fit_problem_get(fp), &err))) {
         popk_cli_report(&err);
         goto done;

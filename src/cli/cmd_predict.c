@@ -222,11 +222,8 @@ int popk_cmd_predict(int argc, char **argv)
     popk_atomic_file af = {0};
     FILE *out = stdout;
 
-    if (!(m = popk_model_load(model_path, &err)) || !(d = popk_data_read(data_path, &err)) ||
-        !(b = popk_model_bind(m, d, &err))) {
-        popk_cli_report(&err);
+    if (popk_cli_load(model_path, data_path, 0, NULL, NULL, &m, &d, &b) != 0)
         goto done;
-    }
     theta = malloc(sizeof(double) * (size_t)(m->ntheta + 1));
     eta = calloc(d->nsub * (size_t)(m->neta + 1), sizeof(double));
     if (!theta || !eta)

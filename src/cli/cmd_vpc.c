@@ -136,23 +136,8 @@ int popk_cmd_vpc(int argc, char **argv)
     popk_binding *b = NULL;
     popk_vpc *vpc = NULL;
     char dir[4096], path[4200];
-    if (!(m = popk_model_load(fit_path, &err)) || !(d = popk_data_read(data_path, &err))) {
-        popk_cli_report(&err);
+    if (popk_cli_load(fit_path, data_path, nfilter, filters, accept, &m, &d, &b) != 0)
         goto done;
-    }
-    for (int k = 0; k < nfilter; k++) {
-        popk_data *s = popk_data_filter(d, filters[k], accept[k], &err);
-        if (!s) {
-            popk_cli_report(&err);
-            goto done;
-        }
-        popk_data_free(d);
-        d = s;
-    }
-    if (!(b = popk_model_bind(m, d, &err))) {
-        popk_cli_report(&err);
-        goto done;
-    }
     if (out_dir) {
         snprintf(dir, sizeof dir, "%s", out_dir);
     } else {

@@ -40,6 +40,35 @@ void popk_cli_report(const popk_error *err)
     }
 }
 
+int popk_cli_load(const char *model_path, const char *data_path, int nfilter,
+                  const char *const *filters, const int *accept, popk_model **m, popk_data **d,
+                  popk_binding **b)
+{
+    popk_error err;
+    popk_error_clear(&err);
+    *m = NULL;
+    *d = NULL;
+    *b = NULL;
+    if (!(*m = popk_model_load(model_path, &err)) || !(*d = popk_data_read(data_path, &err))) {
+        popk_cli_report(&err);
+        return -1;
+    }
+    for (int k = 0; k < nfilter; k++) {
+        popk_data *s = popk_data_filter(*d, filters[k], accept[k], &err);
+        if (!s) {
+            popk_cli_report(&err);
+            return -1;
+        }
+        popk_data_free(*d);
+        *d = s;
+    }
+    if (!(*b = popk_model_bind(*m, *d, &err))) {
+        popk_cli_report(&err);
+        return -1;
+    }
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     /* popk parallelises over individuals itself and its matrices are small: OpenBLAS's own
