@@ -850,38 +850,21 @@ static void walk_locate(name_walk *w, size_t pos)
  * recursion depth is bounded by the parser's nesting limit, not by the expression length. */
 static int walk_names(name_walk *w, const expr_node *n)
 {
-    const expr_node *spine_local[16];
-    const expr_node **spine = spine_local;
-    size_t nspine = 0, cap = 16;
+    expr_spine spine;
     int rc = 0;
-    while (n->kind == N_BIN) {
-        if (nspine == cap) {
-            const expr_node **grown = malloc(2 * cap * sizeof *grown);
-            if (!grown) {
-                rc = -1;
-                goto out;
-            }
-            memcpy(grown, spine, nspine * sizeof *grown);
-            if (spine != spine_local)
-                free(spine);
-            spine = grown;
-            cap *= 2;
-        }
-        spine[nspine++] = n;
-        n = n->args;
-    }
-    if (n->kind == N_NAME) {
-        walk_locate(w, n->pos);
-        rc = w->fn(n->name, w->line, w->column, w->user);
+    const expr_node *leaf = expr_spine_collect(&spine, n);
+    if (!leaf) {
+        rc = -1;
+    } else if (leaf->kind == N_NAME) {
+        walk_locate(w, leaf->pos);
+        rc = w->fn(leaf->name, w->line, w->column, w->user);
     } else {
-        for (const expr_node *a = n->args; a && !rc; a = a->next)
+        for (const expr_node *a = leaf->args; a && !rc; a = a->next)
             rc = walk_names(w, a);
     }
-    while (!rc && nspine > 0)
-        rc = walk_names(w, spine[--nspine]->args->next);
-out:
-    if (spine != spine_local)
-        free(spine);
+    while (!rc && spine.n > 0)
+        rc = walk_names(w, spine.node[--spine.n]->args->next);
+    expr_spine_free(&spine);
     return rc;
 }
 

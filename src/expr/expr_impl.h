@@ -2,6 +2,8 @@
 #ifndef POPK_EXPR_IMPL_H
 #define POPK_EXPR_IMPL_H
 
+#include <stdlib.h>
+#include <string.h>
 #include <math.h>
 #include <stddef.h>
 
@@ -132,6 +134,46 @@ static inline double expr_binop_apply(expr_binop op, double a, double b)
     case B_OR: return a != 0 || b != 0;
     }
     return NAN;
+}
+
+/* The left spine of a chain of binary operators (a + b + c + ...), collected iteratively so
+ * that a long sum needs no deep recursion: node[0] is the top operator, node[n - 1] the
+ * innermost one. */
+typedef struct {
+    const expr_node *local[16];
+    const expr_node **node;
+    size_t n, cap;
+} expr_spine;
+
+/* Collect the spine below n; returns the leftmost operand (the first node that is not a
+ * binary operator), or NULL when out of memory (release with expr_spine_free either way). */
+static inline const expr_node *expr_spine_collect(expr_spine *s, const expr_node *n)
+{
+    s->node = s->local;
+    s->n = 0;
+    s->cap = sizeof s->local / sizeof s->local[0];
+    while (n->kind == N_BIN) {
+        if (s->n == s->cap) {
+            const expr_node **grown = malloc(2 * s->cap * sizeof *grown);
+            if (!grown)
+                return NULL;
+            memcpy(grown, s->node, s->n * sizeof *grown);
+            if (s->node != s->local)
+                free(s->node);
+            s->node = grown;
+            s->cap *= 2;
+        }
+        s->node[s->n++] = n;
+        n = n->args;
+    }
+    return n;
+}
+
+static inline void expr_spine_free(expr_spine *s)
+{
+    if (s->node != s->local)
+        free(s->node);
+    s->node = s->local;
 }
 
 #endif

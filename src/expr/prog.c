@@ -370,33 +370,17 @@ static int compile_first_binary(compiler *c, const expr_node *n)
 static int compile_binary(compiler *c, const expr_node *n)
 {
     /* Walk the left spine iteratively: a 1 MiB sum must not recurse a million levels. */
-    const expr_node *spine_local[16];
-    const expr_node **spine = spine_local;
-    size_t nspine = 0, cap = 16;
-    int rc = 0;
-    while (n->kind == N_BIN) {
-        if (nspine == cap) {
-            const expr_node **grown = malloc(2 * cap * sizeof *grown);
-            if (!grown) {
-                c->status = popk_error_set(c->err, POPK_ERR_NOMEM, NULL, 0, 0, "out of memory");
-                rc = -1;
-                goto out;
-            }
-            memcpy(grown, spine, nspine * sizeof *grown);
-            if (spine != spine_local)
-                free(spine);
-            spine = grown;
-            cap *= 2;
-        }
-        spine[nspine++] = n;
-        n = n->args;
+    expr_spine spine;
+    int rc;
+    if (!expr_spine_collect(&spine, n)) {
+        c->status = popk_error_set(c->err, POPK_ERR_NOMEM, NULL, 0, 0, "out of memory");
+        rc = -1;
+    } else {
+        rc = compile_first_binary(c, spine.node[--spine.n]);
+        while (!rc && spine.n > 0)
+            rc = compile_rest(c, spine.node[--spine.n]);
     }
-    rc = compile_first_binary(c, spine[--nspine]);
-    while (!rc && nspine > 0)
-        rc = compile_rest(c, spine[--nspine]);
-out:
-    if (spine != spine_local)
-        free(spine);
+    expr_spine_free(&spine);
     return rc;
 }
 
