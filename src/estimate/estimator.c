@@ -24,6 +24,17 @@
 /* Longest Newton step, in prior SDs of each eta: far from the mode (bad initial values) the
  * joint term can be doubly exponential in eta and the Gauss-Newton step absurdly long. */
 #define INNER_MAX_STEP 3.0
+/* Noise floor of the Newton decrement: once it is below this (eta within 1e-4 posterior SD
+ * of the mode, l within 5e-9 of its minimum) a Newton step that fails the descent test has
+ * met the noise of l (an ODE solver's tolerance, not only rounding) and eta is converged.
+ * With CVODES at rtol 1e-8 the decrement stalls near 1e-9 (ACOP Oral_1CPTMM subject 4:
+ * accepted steps of length 1e-12 for 100 iterations, 40 predictions each). */
+#define INNER_NOISE_DECREMENT 1e-8
+/* A noisier l (CVODES at rtol 1e-8 on ACOP Oral_1CPTMM: decrements stall near 1e-7 to 1e-6)
+ * shows as Newton steps that need 10 or more halvings or fail outright; below this decrement
+ * (eta within 3e-3 posterior SD of the mode, l within 5e-6 of its minimum) that too is
+ * convergence, not failure. */
+#define INNER_NOISY_DECREMENT 1e-5
 /* Step of the central differences of the exact gradient (Laplace Hessian). */
 #define HESSIAN_STEP 1e-4
 
@@ -330,7 +341,7 @@ static int newton(const indiv *c, double *eta, double *l, int evaluated)
         double slope = 0.0;
         for (int a = 0; a < q; a++)
             slope += w->grad[a] * w->step[a];
-        double t = 1.0, l1 = 0.0;
+        double t = 1.0, l1 = 0.0, t_accepted = 0.0;
         int accepted = 0;
         for (int h = 0; h < INNER_HALVINGS && !accepted; h++, t *= 0.5) {
             for (int a = 0; a < q; a++)
@@ -339,22 +350,25 @@ static int newton(const indiv *c, double *eta, double *l, int evaluated)
             if (st < 0)
                 return st;
             /* Armijo, with room for rounding in l once the decrease is at that level */
-            if (st == 0 && l1 <= *l + 1e-4 * t * slope + 1e-13 * fabs(*l))
+            if (st == 0 && l1 <= *l + 1e-4 * t * slope + 1e-13 * fabs(*l)) {
                 accepted = 1;
-            /* Within 1e-5 posterior SD of the mode a Newton step that fails the test has
-             * met the noise of l (an ODE solver's tolerance, not only rounding): halving
-             * it only buys steps that move eta by nothing, 40 predictions each, up to
-             * INNER_MAXIT times (Wang 2007 as an ODE: 4400 predictions per subject). */
-            if (!accepted && decrement < 1e-10)
+                t_accepted = t;
+            }
+            /* At the noise floor halving only buys steps that move eta by nothing, 40
+             * predictions each, up to INNER_MAXIT times (Wang 2007 as an ODE: 4400
+             * predictions per subject). */
+            if (!accepted && decrement < INNER_NOISE_DECREMENT)
                 break;
         }
         if (!accepted)
-            return decrement < 1e-10 ? 0 : 1;
+            return decrement < INNER_NOISY_DECREMENT ? 0 : 1;
         memcpy(eta, w->eta1, (size_t)q * sizeof *eta);
         *l = l1;
         swap_current_trial(w);
+        if (t_accepted < 1e-3 && decrement < INNER_NOISY_DECREMENT)
+            return 0;
     }
-    if (decrement < 1e-10)
+    if (decrement < INNER_NOISE_DECREMENT)
         return 0;
     return 1;
 }
