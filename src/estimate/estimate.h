@@ -40,6 +40,8 @@ typedef struct {
     const int *sigma_fixed;
     popk_indiv_fn pred;
     void *user;
+    const double *subject_id;   /* nsub IDs for messages (NULL: subjects are numbered 1..nsub
+                                   in data order) */
 } popk_problem;
 
 /* ---------------------------------------------------------------------------------------

@@ -5,6 +5,7 @@
 #include "util/error.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <omp.h>
 #include <stdlib.h>
 #include <string.h>
@@ -517,10 +518,15 @@ popk_status popk_estimator_pass(popk_estimator *est, popk_method method, const d
             }
             return err ? err->code : POPK_ERR_NUMERIC;
         }
+        char who[64];
+        if (est->prob->subject_id)
+            snprintf(who, sizeof who, "subject ID %g", est->prob->subject_id[i]);
+        else
+            snprintf(who, sizeof who, "subject %d (in data order)", i + 1);
         if (est->status[i] == 2)
             return popk_error_set(err, POPK_ERR_NUMERIC, NULL, 0, 0,
-                                  "subject %d: Hessian of the joint term is not positive "
-                                  "definite at the EBE", i + 1);
+                                  "%s: Hessian of the joint term is not positive "
+                                  "definite at the EBE", who);
         if (est->status[i] > 0) {
             /* Keep the prediction engine's last complaint (it names the data record), so
              * the user learns why, not only who. */
@@ -528,11 +534,11 @@ popk_status popk_estimator_pass(popk_estimator *est, popk_method method, const d
             if (why->message[0])
                 return popk_error_set(err, POPK_ERR_NUMERIC, why->file[0] ? why->file : NULL,
                                       why->line, why->column,
-                                      "subject %d (in data order): the inner problem (EBE) "
-                                      "failed: %s", i + 1, why->message);
+                                      "%s: the inner problem (EBE) failed: %s", who,
+                                      why->message);
             return popk_error_set(err, POPK_ERR_NUMERIC, NULL, 0, 0,
-                                  "subject %d (in data order): the inner problem (EBE) failed: "
-                                  "no finite prediction or no descent", i + 1);
+                                  "%s: the inner problem (EBE) failed: no finite prediction "
+                                  "or no descent", who);
         }
         sum += est->terms_new[i];
     }

@@ -25,6 +25,7 @@ struct popk_fit_problem {
     double *theta_lo, *theta_hi, *theta0, *sigma0;
     int *theta_fixed, *sigma_fixed, *block, *block_fixed;
     int total_obs;
+    double *ids;            /* subject IDs, for messages */
 };
 
 static int predict_cb(int i, int thread, const double *theta, const double *sigma,
@@ -110,8 +111,12 @@ popk_fit_problem *popk_fit_problem_new(const popk_model *m, const popk_data *d,
             popk_fit_problem_free(fp);
             return NULL;
         }
+    fp->ids = xcalloc(nsub, sizeof(double), &bad);
+    if (bad)
+        goto nomem;
     for (size_t s = 0; s < nsub; s++) {
         const popk_subject *sub = &d->sub[s];
+        fp->ids[s] = sub->id;
         fp->y[s] = xcalloc(sub->n, sizeof(double), &bad);
         fp->rec[s] = xcalloc(sub->n, sizeof(size_t), &bad);
         fp->out[s] = xcalloc(sub->n, sizeof(int), &bad);
@@ -186,6 +191,7 @@ popk_fit_problem *popk_fit_problem_new(const popk_model *m, const popk_data *d,
     p->sigma_fixed = fp->sigma_fixed;
     p->pred = predict_cb;
     p->user = fp;
+    p->subject_id = fp->ids;
     return fp;
 nomem:
     popk_fit_problem_free(fp);
@@ -220,6 +226,7 @@ void popk_fit_problem_free(popk_fit_problem *fp)
     free(fp->sigma_fixed);
     free(fp->block);
     free(fp->block_fixed);
+    free(fp->ids);
     free(fp);
 }
 

@@ -34,7 +34,7 @@ static const double *const yv[] = {y0v};
 static popk_problem problem(void)
 {
     popk_problem p = {1, nobs, yv, 5, 4, 2, theta0, lo, hi, theta_fixed, omega0, block,
-                      block_fixed, sigma0, sigma_fixed, dummy_pred, NULL};
+                      block_fixed, sigma0, sigma_fixed, dummy_pred, NULL, NULL};
     return p;
 }
 
