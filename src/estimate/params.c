@@ -316,8 +316,8 @@ static void block_factor(const popk_param_map *map, int b, const double *x, int 
             L[a * m + c] = a == c ? exp(x[k]) : x[k];
 }
 
-void popk_param_map_unpack(const popk_param_map *map, const double *x, double *theta,
-                           double *omega, double *sigma)
+/* Full parameters at their initial values (fixed entries keep them). */
+static void copy_initial(const popk_param_map *map, double *theta, double *omega, double *sigma)
 {
     int q = map->neta;
     if (map->ntheta)
@@ -326,6 +326,13 @@ void popk_param_map_unpack(const popk_param_map *map, const double *x, double *t
         memcpy(omega, map->omega0, (size_t)(q * q) * sizeof *omega);
     if (map->nsigma)
         memcpy(sigma, map->sigma0, (size_t)map->nsigma * sizeof *sigma);
+}
+
+void popk_param_map_unpack(const popk_param_map *map, const double *x, double *theta,
+                           double *omega, double *sigma)
+{
+    int q = map->neta;
+    copy_initial(map, theta, omega, sigma);
     for (int k = 0; k < map->npar; k++) {
         const param_entry *e = &map->entry[k];
         if (e->kind == POPK_PARAM_THETA)
@@ -364,12 +371,7 @@ void popk_param_map_set_natural(const popk_param_map *map, const double *p, doub
                                 double *omega, double *sigma)
 {
     int q = map->neta;
-    if (map->ntheta)
-        memcpy(theta, map->theta0, (size_t)map->ntheta * sizeof *theta);
-    if (q)
-        memcpy(omega, map->omega0, (size_t)(q * q) * sizeof *omega);
-    if (map->nsigma)
-        memcpy(sigma, map->sigma0, (size_t)map->nsigma * sizeof *sigma);
+    copy_initial(map, theta, omega, sigma);
     for (int k = 0; k < map->npar; k++) {
         const param_entry *e = &map->entry[k];
         if (e->kind == POPK_PARAM_THETA)
