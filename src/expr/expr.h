@@ -85,6 +85,25 @@ int popk_expr_is_reserved(const char *name);
 /* 1 when the whole expression folded to a number (stored in *value, which may be NULL). */
 int popk_expr_constant(const popk_expr *e, double *value);
 
+/* What a name stands for in popk_expr_affine: a constant (coefficient), a state the
+ * expression may be affine in, or a quantity that varies along the solution (time). */
+typedef enum {
+    POPK_EXPR_ROLE_CONST,
+    POPK_EXPR_ROLE_STATE,
+    POPK_EXPR_ROLE_VARYING
+} popk_expr_role;
+
+/* Symbolic test: is e affine in the names role() calls states, e = sum_j k_j x_j + k_0, with
+ * every coefficient k free of states and of varying names? Constants in the states count as
+ * affine. The test is structural and conservative: + - on anything affine; * and / with a
+ * state-free factor or divisor; x^1; if(c, a, b) with a state-free condition and affine
+ * branches; any other function, comparison or logic only on state-free arguments; reading
+ * a varying name anywhere fails. Returns 1 when affine; 0 when not, with err set to
+ * FILE:LINE:COLUMN of the first offending operator, call or name and the reason (e.g.
+ * "product of two amount-dependent terms"); -1 when memory runs out (err set). */
+int popk_expr_affine(const popk_expr *e, popk_expr_role (*role)(const char *name, void *user),
+                     void *user, popk_error *err);
+
 /* A compiled program: a sequence of assignments slot := expression. */
 typedef struct popk_prog popk_prog;
 

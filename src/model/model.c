@@ -1253,13 +1253,25 @@ static popk_status read_derived(ctx *c, const node *sec)
 
 static popk_status read_solver(ctx *c, const node *sec)
 {
-    static const char *const keys[] = {"rtol", "atol", "max_steps", NULL};
+    static const char *const keys[] = {"method", "rtol", "atol", "max_steps", NULL};
+    static const char *const methods[] = {"auto", "expm", "bdf", "adams", NULL};
     popk_model *m = c->m;
     popk_status st = expect_kind(c, sec, POPK_YT_MAP, "solver");
     if (st || (st = check_keys(c, sec, keys, 0, "solver")))
         return st;
     const node *n;
     double v;
+    if ((n = map_get(sec, "method"))) {
+        if ((st = expect_kind(c, n, POPK_YT_SCALAR, "method")))
+            return st;
+        int k = 0;
+        while (methods[k] && strcmp(methods[k], n->text))
+            k++;
+        if (!methods[k])
+            return fail(c, n, "unknown solver method '%.40s' (one of auto, expm, bdf, adams)",
+                        n->text);
+        m->ode_method = (popk_ode_method)k;
+    }
     if ((n = map_get(sec, "rtol"))) {
         if ((st = get_number(c, n, "rtol", &v)))
             return st;
@@ -1508,6 +1520,47 @@ static popk_status build_frame(ctx *c)
     return POPK_OK;
 }
 
+/* In the right-hand sides, amounts are the states and time varies; individual parameters
+ * and covariates are constant between events. */
+static popk_expr_role rhs_role(const char *name, void *user)
+{
+    const sym *s = find_sym(user, name);
+    if (s)
+        return s->kind == SYM_CMT ? POPK_EXPR_ROLE_STATE : POPK_EXPR_ROLE_CONST;
+    if (!strcmp(name, "t") || !strcmp(name, "time") || !strcmp(name, "TIME"))
+        return POPK_EXPR_ROLE_VARYING;
+    return POPK_EXPR_ROLE_CONST;
+}
+
+/* Decide whether the odes are linear with constant coefficients (solvable by matrix
+ * exponential); with method expm, a system that is not is a load error at the first
+ * offending place. */
+static popk_status classify_odes(ctx *c)
+{
+    popk_model *m = c->m;
+    m->ode_affine = 1;
+    for (int i = 0; i < m->ncmt && m->ode_affine; i++) {
+        popk_error why;
+        popk_error_clear(&why);
+        int r = popk_expr_affine(c->rhs_expr[i], rhs_role, c, &why);
+        if (r < 0)
+            return nomem(c);
+        if (r > 0)
+            continue;
+        m->ode_affine = 0;
+        char msg[sizeof why.message + 128], full[sizeof msg + 300];
+        snprintf(msg, sizeof msg, "the right-hand side of '%s' is not linear in the amounts: %s",
+                 m->cmt_name[i], why.message);
+        snprintf(full, sizeof full, "%s:%d:%d: %s", c->file, why.line, why.column, msg);
+        if (!(m->ode_nonaffine = strdup(full)))
+            return nomem(c);
+        if (m->ode_method == POPK_ODE_EXPM)
+            return fail_pos(c, why.line, why.column, "solver method 'expm' needs linear odes: %s",
+                            msg);
+    }
+    return POPK_OK;
+}
+
 static popk_status compile_all(ctx *c)
 {
     popk_model *m = c->m;
@@ -1543,6 +1596,8 @@ static popk_status compile_all(ctx *c)
             if ((st = check_names(c, c->rhs_expr[i], CTX_RHS, i)) ||
                 (st = compile(c, &m->prog_rhs, m->deriv_slot + i, c->rhs_expr[i])))
                 return st;
+    if (m->kind == POPK_STRUCT_ODE && (st = classify_odes(c)))
+        return st;
     for (int i = 0; i < m->nout; i++)
         if ((st = check_names(c, c->out_expr[i], CTX_OUT, i)) ||
             (st = compile(c, &m->prog_out, m->out[i].slot, c->out_expr[i])))
@@ -1840,6 +1895,7 @@ void popk_model_free(popk_model *m)
     popk_prog_free(m->prog_pk);
     popk_prog_free(m->prog_rhs);
     popk_prog_free(m->prog_out);
+    free(m->ode_nonaffine);
     free(m->path);
     free(m->name);
     free(m->description);

@@ -68,6 +68,12 @@ typedef enum { POPK_STRUCT_NONE, POPK_STRUCT_LINEAR, POPK_STRUCT_ODE } popk_stru
 enum { POPK_LIN_CL, POPK_LIN_V, POPK_LIN_Q2, POPK_LIN_V2, POPK_LIN_Q3, POPK_LIN_V3, POPK_LIN_KA,
        POPK_LIN_K, POPK_LIN_K12, POPK_LIN_K21, POPK_LIN_K13, POPK_LIN_K31, POPK_LIN_NPAR };
 
+/* How an odes: model is solved (solver: method). AUTO: the matrix exponential when every
+ * right-hand side is affine in the amounts with constant coefficients, else CVODES BDF;
+ * EXPM: the matrix exponential (the model fails to load when the system is not linear);
+ * BDF, ADAMS: CVODES with that method. */
+typedef enum { POPK_ODE_AUTO, POPK_ODE_EXPM, POPK_ODE_BDF, POPK_ODE_ADAMS } popk_ode_method;
+
 /* Per-compartment dosing attributes; slot -1 when not defined (F = 1, ALAG = 0, no model
  * rate or duration). */
 typedef struct {
@@ -105,6 +111,13 @@ typedef struct popk_model {
     popk_dose_attr *dose;   /* ncmt entries */
     double rtol, atol;      /* ODE solver tolerances */
     long max_steps;
+    popk_ode_method ode_method; /* solver: method (default POPK_ODE_AUTO) */
+    /* odes: 1 when every right-hand side is affine in the amounts with coefficients that read
+     * neither amounts nor time (dA/dt = K A + c between events; found symbolically at load) */
+    int ode_affine;
+    /* odes that are not affine: why, as "FILE:LINE:COLUMN: the right-hand side of 'x' is not
+     * linear in the amounts: <reason>" (the first offending place); NULL otherwise */
+    char *ode_nonaffine;
 
     /* The slot frame: slots[theta_slot + k] is theta k, and so on. */
     int nslots;
@@ -115,6 +128,15 @@ typedef struct popk_model {
      * prog_out computes every output slot from the same. */
     popk_prog *prog_pk, *prog_rhs, *prog_out;
 } popk_model;
+
+/* 1 when the prediction engine solves this model by matrix exponential (pred/expm.h):
+ * an affine odes: system whose method is auto or expm. Callers may change ode_method after
+ * loading (e.g. to force CVODES in a test); this follows. */
+static inline int popk_model_uses_expm(const popk_model *m)
+{
+    return m->kind == POPK_STRUCT_ODE && m->ode_affine &&
+           (m->ode_method == POPK_ODE_AUTO || m->ode_method == POPK_ODE_EXPM);
+}
 
 popk_model *popk_model_load(const char *path, popk_error *err);
 popk_model *popk_model_parse(const char *name, const char *buf, size_t len, popk_error *err);

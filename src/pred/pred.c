@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "pred/expm.h"
 #include "pred/linear.h"
 #include "pred/ode.h"
 #include "util/error.h"
@@ -53,6 +54,7 @@ struct popk_pred_ws {
     int lin_valid;      /* lin was built from lin_cache (same nd) */
     popk_ode *ode;
     int ode_ns;
+    popk_expm *expm;    /* linear odes: solved by matrix exponential (created on first use) */
     /* Where the solver's last segment ended: a segment that starts from exactly there (same
      * time, amounts, inputs and parameters, all with partials) continues the integration
      * instead of restarting it, so records without a discontinuity cost no restart. */
@@ -117,6 +119,7 @@ void popk_pred_ws_free(popk_pred_ws *ws)
     if (!ws)
         return;
     popk_ode_free(ws->ode);
+    popk_expm_free(ws->expm);
     free(ws->slots);
     free(ws->stack);
     free(ws->ode_slots);
@@ -338,6 +341,27 @@ static int same_dual(const popk_dual *a, const popk_dual *b, int nd)
     return a->v == b->v && !memcmp(a->d, b->d, sizeof(double) * (size_t)nd);
 }
 
+/* The advance of a linear odes: system: exact, by matrix exponential (pred/expm.h). */
+static popk_status expm_advance(popk_pred_ws *ws, popk_dual *A, const popk_dual *R,
+                                popk_dual t0, popk_dual dt, popk_error *err)
+{
+    if (!ws->expm && !(ws->expm = popk_expm_new(ws->m, err)))
+        return err ? err->code : POPK_ERR_NOMEM;
+    double bad = 0.0;
+    int rc = popk_expm_set_frame(ws->expm, ws->nd, ws->slots, &bad);
+    if (rc > 0) {
+        char msg[600];
+        snprintf(msg, sizeof msg,
+                 "the right-hand side of compartment '%s' is %g (the model is undefined at "
+                 "these individual parameters)", ws->m->cmt_name[rc - 1], bad);
+        return fail(ws, err, POPK_ERR_NUMERIC, msg, t0.v);
+    }
+    if (popk_expm_advance(ws->expm, A, R, dt) != 0)
+        return fail(ws, err, POPK_ERR_NUMERIC, "matrix exponential of the ODE system is not "
+                    "finite", t0.v);
+    return POPK_OK;
+}
+
 /* Advance amounts A from time t0 over dt with the inputs R (all duals). */
 static popk_status advance(popk_pred_ws *ws, popk_dual *A, const popk_dual *R, popk_dual t0,
                            popk_dual dt, popk_error *err)
@@ -365,6 +389,8 @@ static popk_status advance(popk_pred_ws *ws, popk_dual *A, const popk_dual *R, p
                         t0.v);
         return POPK_OK;
     }
+    if (popk_model_uses_expm(m))
+        return expm_advance(ws, A, R, t0, dt, err);
     /* ODE path. The solver sees the inputs R through ws->Rseg. */
     popk_status st = ode_setup(ws, err);
     if (st != POPK_OK)
@@ -630,7 +656,7 @@ static popk_status ss_fixed_point(popk_pred_ws *ws, const dose_spec *ds, popk_du
                                   popk_dual *x, popk_error *err)
 {
     int n = ws->n, nd = ws->nd;
-    int linear = ws->m->kind == POPK_STRUCT_LINEAR;
+    int linear = ws->m->kind == POPK_STRUCT_LINEAR || popk_model_uses_expm(ws->m);
     popk_dual y[8], yh[8], xh[8];
     double M[64], last_change = INFINITY;
     int rebuild = 1;
@@ -898,7 +924,8 @@ popk_status popk_pred_subject(popk_pred_ws *ws, const popk_model *m, const popk_
                               popk_pred_result *res, popk_error *err)
 {
     int nd = dirs ? dirs->nd : 0;
-    if (nd < 0 || nd > POPK_DUAL_MAX || (m->kind == POPK_STRUCT_ODE && nd + m->ncmt > POPK_DUAL_MAX))
+    if (nd < 0 || nd > POPK_DUAL_MAX || (m->kind == POPK_STRUCT_ODE && !popk_model_uses_expm(m) &&
+                                         nd + m->ncmt > POPK_DUAL_MAX))
         return popk_error_set(err, POPK_ERR_ARG, NULL, 0, 0,
                               "too many derivative directions (%d)", nd);
     const popk_subject *sub = &d->sub[s];

@@ -68,7 +68,7 @@ static void test_ode_too_much_work(void)
     popk_status st = run_model("individual:\n  cl: tcl * exp(eta_cl)\n  v: 10\n"
                                "odes:\n  central: -cl / v * central\n"
                                "observe:\n  cp: {value: central / v, error: {additive: sd}}\n"
-                               "solver: {max_steps: 3}\n",
+                               "solver: {method: bdf, max_steps: 3}\n",
                                msg, sizeof msg);
     CU_ASSERT_EQUAL(st, POPK_ERR_SOLVER);
     expect(msg, "subject ID 7");
