@@ -159,10 +159,10 @@ int popk_expm_dense(int N, int nd, const double *X, double *E, double *work)
         double col = 0.0;
         for (int i = 0; i < N; i++)
             col += fabs(X[i * N + j]);
+        if (!isfinite(col)) /* fmax would drop a NaN */
+            return -1;
         norm = fmax(norm, col);
     }
-    if (!isfinite(norm))
-        return -1;
     int level = 0, s = 0;
     while (level < 4 && norm > pade_theta[level])
         level++;
