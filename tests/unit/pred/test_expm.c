@@ -426,6 +426,155 @@ static void test_derivatives(void)
     popk_data_free(d);
 }
 
+/* ---- the choice of method at load ----------------------------------------------------- */
+
+/* A one-compartment model with the given right-hand side of 'central' (and of 'other') and
+ * solver section; cl, v, k and a categorical covariate are available. */
+static popk_model *rhs_model(const char *central, const char *other, const char *solver,
+                             popk_error *err)
+{
+    char buf[2048];
+    snprintf(buf, sizeof buf,
+             "theta: {tcl: 2, tv: 20}\nomega: {eta_cl: 0.1}\nsigma: {sd: 0.1}\n"
+             "covariates:\n  WT: {}\n  FORM: {levels: [tablet, solution]}\n"
+             "individual:\n  cl: tcl * exp(eta_cl)\n  v: tv\n  k: cl / v\n"
+             "odes:\n  central: %s\n  other: %s\n"
+             "observe:\n  cp: {value: central / v, cmt: central, error: {additive: sd}}\n%s",
+             central, other, solver);
+    return popk_model_parse("rhs.yaml", buf, strlen(buf), err);
+}
+
+/* Which right-hand sides count as linear with constant coefficients (table), and where the
+ * reason points for those that do not. */
+static void test_detection(void)
+{
+    static const struct {
+        const char *rhs;
+        int affine;
+        int at; /* offset in rhs of the offending operator, call or name */
+    } cases[] = {
+        {"-k * central", 1, 0},
+        {"-cl * central / v + other / 2", 1, 0},
+        {"k * (other - central) / v * 3", 1, 0},
+        {"-(central) * exp(-k) + 5 * log(v)", 1, 0},
+        {"if(WT > 70, k, 2 * k) * central + if(FORM == \"tablet\", 1, 0)", 1, 0},
+        {"-k * central^1 + 7", 1, 0},
+        {"-central / (v / cl)", 1, 0},
+        {"0", 1, 0},
+        {"-k * central * other", 0, 13},
+        {"-cl * central / (v + central)", 0, 14},
+        {"-k * central^2", 0, 12},
+        {"-k * exp(central)", 0, 5},
+        {"-k * central * t", 0, 15},
+        {"-k * central + TIME", 0, 15},
+        {"if(central > 1, -k * central, 0)", 0, 11},
+        {"-min(k * central, 3)", 0, 1},
+        {"-k * abs(central)", 0, 5},
+        {"(central > 2) * k", 0, 9},
+        {"-k * 2^central", 0, 6},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        popk_error err;
+        popk_model *m = rhs_model(cases[i].rhs, "-k * other", "", &err);
+        CU_ASSERT_PTR_NOT_NULL_FATAL(m);
+        int ok = m->ode_affine == cases[i].affine &&
+                 popk_model_uses_expm(m) == cases[i].affine &&
+                 (m->ode_nonaffine == NULL) == cases[i].affine;
+        if (!cases[i].affine && m->ode_nonaffine) {
+            char where[64];
+            /* "  central: <rhs>" is line 12 of the model: rhs starts at column 12 */
+            snprintf(where, sizeof where, "rhs.yaml:12:%d: the right-hand side of 'central'",
+                     12 + cases[i].at);
+            ok = ok && strstr(m->ode_nonaffine, where) == m->ode_nonaffine;
+        }
+        if (!ok)
+            printf("\n    '%s': affine %d, reason %s", cases[i].rhs, m->ode_affine,
+                   m->ode_nonaffine ? m->ode_nonaffine : "(none)");
+        CU_ASSERT(ok);
+        popk_model_free(m);
+    }
+    /* The second right-hand side counts too. */
+    popk_error err;
+    popk_model *m = rhs_model("-k * central", "-k * other * other", "", &err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(m);
+    CU_ASSERT(!m->ode_affine && m->ode_nonaffine &&
+              strstr(m->ode_nonaffine, "rhs.yaml:13:21:") &&
+              strstr(m->ode_nonaffine, "'other'") &&
+              strstr(m->ode_nonaffine, "product of two amount-dependent terms"));
+    popk_model_free(m);
+    /* The ACOP Michaelis-Menten models stay on CVODES. */
+    m = popk_model_load(popk_test_src("models/acop/Oral_2CPTMM.yaml"), &err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(m);
+    CU_ASSERT(m->ode_method == POPK_ODE_AUTO && !m->ode_affine && !popk_model_uses_expm(m));
+    CU_ASSERT(m->ode_nonaffine && strstr(m->ode_nonaffine, "division by an amount-dependent"));
+    popk_model_free(m);
+}
+
+/* solver: method: expm on a non-linear system is a load error at the offending place; bdf
+ * and adams keep CVODES on a linear one; unknown methods are refused. */
+static void test_method_key(void)
+{
+    popk_error err;
+    popk_model *m = rhs_model("-k * central * other", "0", "solver: {method: expm}\n", &err);
+    CU_ASSERT_PTR_NULL(m);
+    char buf[1024];
+    popk_error_format(&err, buf, sizeof buf);
+    CU_ASSERT(err.code == POPK_ERR_MODEL && err.line == 12 && err.column == 25);
+    CU_ASSERT(strstr(buf, "solver method 'expm' needs linear odes") != NULL);
+    CU_ASSERT(strstr(buf, "the right-hand side of 'central' is not linear") != NULL);
+    popk_model_free(m);
+
+    static const char *const methods[] = {"auto", "expm", "bdf", "adams"};
+    for (int k = 0; k < 4; k++) {
+        char solver[64];
+        snprintf(solver, sizeof solver, "solver: {method: %s, rtol: 1e-9}\n", methods[k]);
+        m = rhs_model("-k * central", "k * central", solver, &err);
+        CU_ASSERT_PTR_NOT_NULL_FATAL(m);
+        CU_ASSERT(m->ode_method == (popk_ode_method)k && m->ode_affine && m->rtol == 1e-9);
+        CU_ASSERT(popk_model_uses_expm(m) == (k <= 1));
+        popk_model_free(m);
+    }
+    m = rhs_model("-k * central", "0", "solver: {method: lsoda}\n", &err);
+    CU_ASSERT_PTR_NULL(m);
+    CU_ASSERT(err.line == 16 && strstr(err.message, "unknown solver method 'lsoda'"));
+    popk_model_free(m);
+}
+
+/* A constant input in the right-hand side (zero-order production) with infusions on top:
+ * A' = -k A + r0 + R has A(t) = A0 e^(-kt) + (r0 + R)/k (1 - e^(-kt)). */
+static void test_constant_input(void)
+{
+    popk_error err;
+    const char model[] = "theta: {tk: 0.3, tr: 4}\nsigma: {sd: 0.1}\n"
+                         "individual:\n  k: tk\n  r0: tr\n"
+                         "odes:\n  central: -k * central + r0\n"
+                         "observe:\n  a: {value: central, error: {additive: sd}}\n";
+    const char data[] = "ID,TIME,AMT,RATE,EVID,MDV,CMT,DV\n"
+                        "1,0,10,0,1,1,1,0\n1,1,0,0,0,0,1,0\n1,2,30,5,1,1,1,0\n"
+                        "1,3,0,0,0,0,1,0\n1,7,0,0,0,0,1,0\n1,20,0,0,0,0,1,0\n";
+    popk_data *d = popk_data_parse("c.csv", data, strlen(data), &err);
+    path p = {0};
+    CU_ASSERT_FATAL(d && open_model(&p, popk_model_parse("c.yaml", model, strlen(model), &err),
+                                    d) == 0);
+    CU_ASSERT_FATAL(popk_model_uses_expm(p.m));
+    popk_pred_result r;
+    CU_ASSERT_FATAL(popk_pred_subject(p.ws, p.m, d, p.b, 0, NULL, NULL, NULL, &r, &err) == 0);
+    /* piecewise: [0,2) input 4; [2,8) input 4 + 5 (30 at rate 5); then 4 */
+    double k = 0.3, want[6];
+    double a2 = 10 * exp(-2 * k) + 4 / k * (1 - exp(-2 * k));
+    double a8 = a2 * exp(-6 * k) + 9 / k * (1 - exp(-6 * k));
+    want[0] = 10;
+    want[1] = 10 * exp(-k) + 4 / k * (1 - exp(-k));
+    want[2] = a2;
+    want[3] = a2 * exp(-k) + 9 / k * (1 - exp(-k));
+    want[4] = a2 * exp(-5 * k) + 9 / k * (1 - exp(-5 * k));
+    want[5] = a8 * exp(-12 * k) + 4 / k * (1 - exp(-12 * k));
+    for (int i = 0; i < 6; i++)
+        CU_ASSERT(rel_diff(r.out[i], want[i], 0.0) < 1e-13);
+    close_path(&p);
+    popk_data_free(d);
+}
+
 int main(void)
 {
     if (CU_initialize_registry() != CUE_SUCCESS)
@@ -437,5 +586,8 @@ int main(void)
     CU_add_test(s, "acop_vs_closed_form_and_cvodes", test_acop_vs_closed_form);
     CU_add_test(s, "nmtest_vs_closed_form_and_cvodes", test_nmtest);
     CU_add_test(s, "derivatives", test_derivatives);
+    CU_add_test(s, "detection", test_detection);
+    CU_add_test(s, "method_key", test_method_key);
+    CU_add_test(s, "constant_input", test_constant_input);
     return popk_test_run();
 }
