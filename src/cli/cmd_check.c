@@ -123,6 +123,18 @@ static void print_structure(const popk_model *m)
     } else {
         printf("structure    odes, %d compartment%s (rtol %g, atol %g, max_steps %ld)\n",
                m->ncmt, m->ncmt == 1 ? "" : "s", m->rtol, m->atol, m->max_steps);
+        static const char *const methods[] = {"auto", "expm", "bdf", "adams"};
+        if (popk_model_uses_expm(m))
+            printf("solver       matrix exponential (method %s: the system is linear with "
+                   "constant coefficients)\n", methods[m->ode_method]);
+        else
+            printf("solver       CVODES %s (method %s%s)\n",
+                   m->ode_method == POPK_ODE_ADAMS ? "Adams" : "BDF", methods[m->ode_method],
+                   m->ode_affine ? "; the system is linear: method auto would use the matrix "
+                                   "exponential"
+                                 : ": the system is not linear");
+        if (m->ode_nonaffine && m->ode_method != POPK_ODE_BDF && m->ode_method != POPK_ODE_ADAMS)
+            printf("             %s\n", m->ode_nonaffine);
     }
     printf("compartments");
     for (int i = 0; i < m->ncmt; i++) {
