@@ -266,6 +266,8 @@ static popk_status ode_setup(popk_pred_ws *ws, popk_error *err)
     if (!ws->ode)
         return err ? err->code : POPK_ERR_SOLVER;
     popk_ode_set_tolerances(ws->ode, ws->m->rtol, ws->m->atol, ws->m->max_steps);
+    /* TODO(lead): pass ws->m->ode_method (POPK_ODE_ADAMS) to popk_ode_set_method() once
+     * pred/ode.h has it; until then 'method: adams' runs BDF. */
     ws->ode_ns = ws->nd;
     return POPK_OK;
 }

@@ -1,6 +1,7 @@
 /* Benchmark of the prediction engine (pred/pred.c): all 120 subjects of ACOP Oral_2CPT on the
- * analytic path, the ODE path and with eta derivatives, side by side; then how the cost grows
- * with records per subject and with compartments. Not a test; see bench/pred.sh. */
+ * analytic path, the ODE path (matrix exponential, the default for this linear system, and
+ * CVODES BDF forced) and with eta derivatives, side by side; then how the cost grows with
+ * records per subject and with compartments. Not a test; see bench/pred.sh. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -165,6 +166,8 @@ int main(int argc, char **argv)
         die(&err);
     path lin = open_path(load(root, "models/acop/Oral_2CPT.yaml"), d);
     path ode = open_path(load(root, "models/acop/Oral_2CPT_ode.yaml"), d);
+    path exm = open_path(load(root, "models/acop/Oral_2CPT_ode.yaml"), d);
+    ode.m->ode_method = POPK_ODE_BDF; /* CVODES, as before the matrix exponential */
     /* Each subject's true parameters (P = exp(theta + eta), columns CL V1 Q V2 KA). */
     static const char *const cols[] = {"CL", "V1", "Q", "V2", "KA"};
     int neta = lin.m->neta;
@@ -174,7 +177,7 @@ int main(int argc, char **argv)
             eta[s * (size_t)neta + k] =
                 log(d->cov[popk_data_find_cov(d, cols[k])].values[d->sub[s].first]) -
                 lin.m->theta[k].init;
-    double c1, c2, c3, c4, c5;
+    double c1, c2, c3, c4, c5, c6, c7;
     printf("ACOP Oral_2CPT: %zu subjects, %zu records (process CPU time, best of runs)\n",
            d->nsub, d->nrec);
     printf("  %-36s %10s %10s %14s\n", "path", "ms", "target ms", "us/record");
@@ -186,10 +189,13 @@ int main(int argc, char **argv)
                1e3 * t_lind / d->nrec);
         return 0;
     }
+    double t_exm = time_all(&exm, d, eta, 0, 10, &c6);
+    double t_exmd = time_all(&exm, d, eta, neta, 10, &c7);
     double t_ode = time_all(&ode, d, eta, 0, 3, &c3);
     double t_oded = time_all(&ode, d, eta, neta, 2, &c4);
     /* The same at NONMEM-like looser tolerances: BDF's step count grows slowly with 1/rtol. */
     path ode6 = open_path(load(root, "models/acop/Oral_2CPT_ode.yaml"), d);
+    ode6.m->ode_method = POPK_ODE_BDF;
     ode6.m->rtol = 1e-6;
     ode6.m->atol = 1e-6;
     double t_ode6 = time_all(&ode6, d, eta, 0, 3, &c5);
@@ -197,7 +203,11 @@ int main(int argc, char **argv)
     printf("  %-36s %10.3f %10s %14.3f\n", "analytic", t_lin, "< 2", 1e3 * t_lin / d->nrec);
     printf("  %-36s %10.3f %10s %14.3f\n", "analytic + df/deta (5 etas)", t_lind, "< 5",
            1e3 * t_lind / d->nrec);
-    printf("  %-36s %10.3f %10s %14.3f\n", "ODE (CVODES, rtol 1e-8, atol 1e-10)", t_ode,
+    printf("  %-36s %10.3f %10s %14.3f\n", "ODE (auto: matrix exponential)", t_exm, "< 100",
+           1e3 * t_exm / d->nrec);
+    printf("  %-36s %10.3f %10s %14.3f\n", "ODE + df/deta (5 etas, expm)", t_exmd, "",
+           1e3 * t_exmd / d->nrec);
+    printf("  %-36s %10.3f %10s %14.3f\n", "ODE (bdf: CVODES, rtol 1e-8)", t_ode,
            "< 100", 1e3 * t_ode / d->nrec);
     printf("  %-36s %10.3f %10s %14.3f\n", "ODE + df/deta (5 etas, CVODES)", t_oded, "",
            1e3 * t_oded / d->nrec);
@@ -205,42 +215,56 @@ int main(int argc, char **argv)
            1e3 * t_ode6 / d->nrec);
     printf("  analytic vs ODE: sum of last predictions %.10g vs %.10g (rel %.1e; %.1e at 1e-6)\n",
            c1, c3, fabs(c1 - c3) / fabs(c1), fabs(c1 - c5) / fabs(c1));
+    printf("  analytic vs expm: %.10g vs %.10g (rel %.1e)\n", c1, c6, fabs(c1 - c6) / fabs(c1));
     (void)c2;
     (void)c4;
+    (void)c7;
     close_path(&lin);
     close_path(&ode);
+    close_path(&exm);
     free(eta);
     popk_data_free(d);
 
     printf("\nCost per record vs records per subject (oral 2-cmt, one subject, daily doses,\n"
            "hourly observations), microseconds per record\n");
-    printf("  %8s %12s %16s %12s\n", "records", "analytic", "analytic+deta", "ODE");
+    printf("  %8s %12s %16s %12s %12s\n", "records", "analytic", "analytic+deta", "ODE expm",
+           "ODE bdf");
     for (size_t n = 100; n <= 100000; n *= 10) {
         popk_data *t = timeline(n, 1.0, 1, 2);
-        path pl = open_path(oral_model(2, 0), t), po = open_path(oral_model(2, 1), t);
+        path pl = open_path(oral_model(2, 0), t), px = open_path(oral_model(2, 1), t);
+        path po = open_path(oral_model(2, 1), t);
+        po.m->ode_method = POPK_ODE_BDF;
         int reps = n >= 10000 ? 2 : 10;
         double a = time_all(&pl, t, NULL, 0, reps, &c1);
         double b = time_all(&pl, t, NULL, pl.m->neta, reps, &c2);
+        double x = time_all(&px, t, NULL, 0, reps, &c3);
         double o = n <= 10000 ? time_all(&po, t, NULL, 0, reps, &c3) : NAN;
-        printf("  %8zu %12.3f %16.3f %12.3f\n", n, 1e3 * a / n, 1e3 * b / n, 1e3 * o / n);
+        printf("  %8zu %12.3f %16.3f %12.3f %12.3f\n", n, 1e3 * a / n, 1e3 * b / n, 1e3 * x / n,
+               1e3 * o / n);
         close_path(&pl);
+        close_path(&px);
         close_path(&po);
         popk_data_free(t);
     }
 
     printf("\nCost per record vs compartments (oral, 1000 records), microseconds per record\n");
-    printf("  %8s %12s %16s %12s %16s\n", "cmts", "analytic", "analytic+deta", "ODE",
-           "ODE+deta");
+    printf("  %5s %9s %13s %9s %13s %9s %13s\n", "cmts", "analytic", "analytic+deta", "expm",
+           "expm+deta", "bdf", "bdf+deta");
     popk_data *t = timeline(1000, 1.0, 1, 2);
     for (int ncmt = 1; ncmt <= 3; ncmt++) {
-        path pl = open_path(oral_model(ncmt, 0), t), po = open_path(oral_model(ncmt, 1), t);
+        path pl = open_path(oral_model(ncmt, 0), t), px = open_path(oral_model(ncmt, 1), t);
+        path po = open_path(oral_model(ncmt, 1), t);
+        po.m->ode_method = POPK_ODE_BDF;
         double a = time_all(&pl, t, NULL, 0, 10, &c1);
         double b = time_all(&pl, t, NULL, pl.m->neta, 10, &c2);
+        double x = time_all(&px, t, NULL, 0, 10, &c3);
+        double xd = time_all(&px, t, NULL, px.m->neta, 10, &c3);
         double o = time_all(&po, t, NULL, 0, 3, &c3);
         double od = time_all(&po, t, NULL, po.m->neta, 3, &c5);
-        printf("  %8d %12.3f %16.3f %12.3f %16.3f   (%d etas)\n", ncmt + 1, a, b, o, od,
-               pl.m->neta);
+        printf("  %5d %9.3f %13.3f %9.3f %13.3f %9.3f %13.3f   (%d etas)\n", ncmt + 1, a, b, x,
+               xd, o, od, pl.m->neta);
         close_path(&pl);
+        close_path(&px);
         close_path(&po);
     }
     popk_data_free(t);
