@@ -60,9 +60,11 @@ static void test_dense_triangular(void)
             worst = fmax(worst, rel_diff(E[4 + e], want_da[e], ea));
             worst = fmax(worst, rel_diff(E[8 + e], want_db[e], q));
         }
-        if (!(worst < 1e-13))
+        /* exp's condition grows with the norm: up to 1e-13 below 50, then proportional */
+        double tol = 2e-15 * fmax(50.0, x);
+        if (!(worst < tol))
             printf("\n    norm %g: relative error %.2e", x, worst);
-        CU_ASSERT(worst < 1e-13);
+        CU_ASSERT(worst < tol);
     }
 }
 
@@ -235,13 +237,13 @@ static void test_acop_vs_closed_form(void)
                         open_file(&bdf, orel, d) == 0);
         CU_ASSERT(ex.m->ode_affine && popk_model_uses_expm(ex.m));
         bdf.m->ode_method = POPK_ODE_BDF;
-        bdf.m->rtol = 1e-12;
-        bdf.m->atol = 1e-12;
+        bdf.m->rtol = 1e-13;
+        bdf.m->atol = 1e-13;
         CU_ASSERT(!popk_model_uses_expm(bdf.m));
         double *eta = spread_etas(d->nsub, ex.m->neta);
         int failed = 0;
         double w_lin = compare_paths(&ex, &lin, d, eta, ex.m->neta, 1e-12, &failed);
-        /* CVODES at rtol 1e-12 is slow: every 15th subject. */
+        /* CVODES at rtol 1e-13 is slow: every 15th subject. */
         popk_data *few = NULL;
         unsigned char *keep = calloc(d->nrec, 1);
         double eta_few[200 * 8];
@@ -277,8 +279,8 @@ static void test_acop_vs_closed_form(void)
 
 /* nmtest (54 NONMEM event-handling scenarios: infusions, SS1/SS2, ADDL, lag, F, modelled
  * rates and durations, resets): expm against the closed form and against CVODES at
- * rtol = atol = 1e-12, every record: 1e-9 (differences below 1e-9 absolute count as 0:
- * predictions are of order 1e3). */
+ * rtol = atol = 1e-13, every record: 1e-9 relative (differences below 1e-12 absolute
+ * count as 0: amounts that vanish). */
 static void test_nmtest(void)
 {
     popk_error err;
@@ -290,11 +292,11 @@ static void test_nmtest(void)
                     open_file(&bdf, "models/nmtest_ode.yaml", d) == 0);
     CU_ASSERT(popk_model_uses_expm(ex.m));
     bdf.m->ode_method = POPK_ODE_BDF;
-    bdf.m->rtol = 1e-12;
-    bdf.m->atol = 1e-12;
+    bdf.m->rtol = 1e-13;
+    bdf.m->atol = 1e-13;
     int failed = 0;
-    double w_lin = compare_paths(&ex, &lin, d, NULL, 0, 1e-9, &failed);
-    double w_bdf = compare_paths(&ex, &bdf, d, NULL, 0, 1e-9, &failed);
+    double w_lin = compare_paths(&ex, &lin, d, NULL, 0, 1e-12, &failed);
+    double w_bdf = compare_paths(&ex, &bdf, d, NULL, 0, 1e-12, &failed);
     printf("\n  nmtest: expm vs closed form %.2e, vs CVODES %.2e", w_lin, w_bdf);
     CU_ASSERT_EQUAL(failed, 0);
     CU_ASSERT(w_lin < 1e-9);
