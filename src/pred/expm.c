@@ -173,8 +173,11 @@ int popk_expm_dense(int N, int nd, const double *X, double *E, double *work)
         s = f == 0.5 ? e - 1 : e;
     }
     double *Xs = w[W_XS];
-    for (size_t e = 0; e < M; e++)
-        Xs[e] = ldexp(X[e], -s);
+    if (s == 0)
+        memcpy(Xs, X, sizeof(double) * M);
+    else
+        for (size_t e = 0; e < M; e++)
+            Xs[e] = ldexp(X[e], -s);
     double *A2 = w[W_A2], *A4 = w[W_A4], *A6 = w[W_A6], *A8 = w[W_A8];
     double *T = w[W_T], *U = w[W_U], *V = w[W_V], *tmp = w[W_TMP], *Q = w[W_Q];
     dual_mul(N, P, Xs, Xs, A2);
