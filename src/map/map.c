@@ -112,6 +112,13 @@ void popk_map_free(popk_map *mp)
  * The patient's records, rebuilt with the model's covariates in model codes. */
 
 /* Model code of a categorical level named text (case-insensitive), or NaN. */
+/* ODE models CVODES must integrate (not linear ones solved by matrix exponential) are
+ * costly per prediction: they get delta-method PTA and fewer dose-search segments. */
+static int costly_ode(const popk_model *m)
+{
+    return m->kind == POPK_STRUCT_ODE && !popk_model_uses_expm(m);
+}
+
 static double level_code(const popk_covdef *cd, const char *text)
 {
     for (int l = 0; l < cd->nlevels; l++)
@@ -740,7 +747,7 @@ static popk_status make_draws(popk_map *mp, unsigned long long seed, popk_error 
     popk_rng rng;
     popk_rng_init(&rng, seed, 0);
     popk_status st = POPK_OK;
-    if (mp->m->kind == POPK_STRUCT_ODE || q == 0) {
+    if (costly_ode(mp->m) || q == 0) {
         for (int s = 0; s < ns; s++) {
             double *x = mp->draws + (size_t)s * q;
             popk_rng_mvnormal(&rng, q, L, x);
@@ -940,7 +947,7 @@ popk_map *popk_map_new(const popk_model *m, const popk_data *d, const popk_map_o
     mp->nsamples = opt->nsamples > 0 ? opt->nsamples : 500;
     mp->pta = opt->pta;
     if (mp->pta == POPK_PTA_AUTO)
-        mp->pta = m->kind == POPK_STRUCT_ODE ? POPK_PTA_DELTA : POPK_PTA_SAMPLE;
+        mp->pta = costly_ode(m) ? POPK_PTA_DELTA : POPK_PTA_SAMPLE;
     size_t q = (size_t)(m->neta ? m->neta : 1);
     mp->eta = calloc(q, sizeof *mp->eta);
     mp->eta_cov = calloc(q * q, sizeof *mp->eta_cov);
@@ -1450,8 +1457,8 @@ popk_map_regimen *popk_map_recommend(popk_map *mp, const popk_map_target *target
         }
     const popk_model *m = mp->m;
     int ns = mp->nsamples;
-    int seg1 = m->kind == POPK_STRUCT_ODE ? SEG1_ODE : SEG1;
-    int seg2 = m->kind == POPK_STRUCT_ODE ? SEG2_ODE : SEG2;
+    int seg1 = costly_ode(m) ? SEG1_ODE : SEG1;
+    int seg2 = costly_ode(m) ? SEG2_ODE : SEG2;
     popk_map_regimen *out = calloc((size_t)total, sizeof *out);
     double *t = malloc(sizeof(double) * DAY_POINTS * 2), *c = t + DAY_POINTS;
     size_t *gi = malloc(sizeof(size_t) * DAY_POINTS);
