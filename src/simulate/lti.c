@@ -209,12 +209,31 @@ typedef struct {
     double v;                /* BOLUS: amount */
 } lti_op;
 
+/* One event time of the schedule: advance to it (step a, input b; a = -1: no advance),
+ * read a sample before the doses, give the doses, read a sample after them. Samples not
+ * taken write to the trash slot npt. */
+typedef struct {
+    int k, q;
+    int pre, post;
+    int ib, nb;              /* boluses bolus[ib .. ib + nb) */
+    double amt1;             /* their total (one compartment: they all go there) */
+} lti_step;
+
+typedef struct {
+    int cmt;
+    double amt;
+} lti_bolus;
+
 struct popk_sim_lti {
     const popk_model *m;
     int n;                   /* compartments */
     int output;
+    size_t npt;
     size_t nop;
     lti_op *op;
+    size_t nstep, nbolus;
+    lti_step *step;
+    lti_bolus *bolus;
     int ndt;
     double *dt;              /* distinct steps */
     int ninput;              /* distinct (step, infusion rates) pairs */
@@ -242,6 +261,8 @@ void popk_sim_lti_free(popk_sim_lti *p)
     if (!p)
         return;
     free(p->op);
+    free(p->step);
+    free(p->bolus);
     free(p->dt);
     free(p->input_dt);
     free(p->input_rate);
@@ -374,6 +395,37 @@ popk_status popk_sim_lti_plan(const popk_model *m, const popk_regimen *reg,
                 rate[e->cmt] = 0;
         }
     }
+    /* The operations grouped by event time (see lti_step). */
+    p->npt = npt;
+    if (!(p->step = malloc(sizeof *p->step * (p->nop + 1))) ||
+        !(p->bolus = malloc(sizeof *p->bolus * (p->nop + 1))))
+        goto nomem;
+    lti_step *cur = NULL;
+    for (size_t i = 0; i < p->nop; i++) {
+        const lti_op *o = &p->op[i];
+        int fresh = o->kind == OP_ADVANCE || !cur ||
+                    (o->kind == OP_SAMPLE && cur->post != (int)npt) ||
+                    (o->kind == OP_BOLUS && cur->post != (int)npt);
+        if (fresh) {
+            cur = &p->step[p->nstep++];
+            *cur = (lti_step){-1, -1, (int)npt, (int)npt, (int)p->nbolus, 0, 0.0};
+            if (o->kind == OP_ADVANCE) {
+                cur->k = o->a;
+                cur->q = o->b;
+                continue;
+            }
+        }
+        if (o->kind == OP_SAMPLE) {
+            if (cur->nb == 0 && cur->pre == (int)npt)
+                cur->pre = o->a;
+            else
+                cur->post = o->a;
+        } else {
+            p->bolus[p->nbolus++] = (lti_bolus){o->a, o->v};
+            cur->nb++;
+            cur->amt1 += o->v;
+        }
+    }
     /* The probe: worth it only when much shorter than the design. */
     int ninf = 0;
     for (int j = 0; j < n; j++)
@@ -498,8 +550,9 @@ popk_sim_lti_ws *popk_sim_lti_ws_new(const popk_sim_lti *p, popk_error *err)
         popk_sim_lti_ws_free(w);
         return NULL;
     }
-    w->phi = malloc(sizeof(double) * (ndt * n * n + 1));
-    w->in = malloc(sizeof(double) * ((size_t)p->ninput * n + 1));
+    /* step -1 (no advance) is the identity, input -1 is zero: entries 0 of phi and in */
+    w->phi = calloc((ndt + 1) * n * n, sizeof(double));
+    w->in = calloc(((size_t)p->ninput + 1) * n, sizeof(double));
     w->gam = malloc(sizeof(double) * (n * ndt * n + 1));
     w->f = malloc(sizeof(double) * n);
     w->w = malloc(sizeof(double) * n);
@@ -509,7 +562,21 @@ popk_sim_lti_ws *popk_sim_lti_ws_new(const popk_sim_lti *p, popk_error *err)
         popk_error_set(err, POPK_ERR_NOMEM, NULL, 0, 0, "out of memory");
         return NULL;
     }
+    for (size_t i = 0; i < n; i++)
+        w->phi[i * n + i] = 1;
     return w;
+}
+
+/* 1 when no c[i] is infinite or NaN (exponent bits all ones), without branches. */
+static int all_finite(const double *c, size_t n)
+{
+    uint64_t bad = 0;
+    for (size_t i = 0; i < n; i++) {
+        uint64_t u;
+        memcpy(&u, &c[i], sizeof u);
+        bad |= (((u >> 52) & 0x7ff) + 1) >> 11;
+    }
+    return bad == 0;
 }
 
 int popk_sim_lti_subject(const popk_sim_lti *p, popk_sim_lti_ws *w, const double *cov,
@@ -539,7 +606,7 @@ int popk_sim_lti_subject(const popk_sim_lti *p, popk_sim_lti_ws *w, const double
         w->w[j] = (out[r * (size_t)nout + (size_t)p->output] - b0) / f;
         for (int k = 0; k < ndt; k++) {
             const double *a = amt + p->rec_phi[(size_t)j * (size_t)ndt + (size_t)k] * (size_t)n;
-            double *phi = w->phi + (size_t)k * (size_t)n * (size_t)n;
+            double *phi = w->phi + (size_t)(k + 1) * (size_t)n * (size_t)n;
             for (int i = 0; i < n; i++)
                 phi[i * n + j] = a[i] / f;
         }
@@ -550,7 +617,7 @@ int popk_sim_lti_subject(const popk_sim_lti *p, popk_sim_lti_ws *w, const double
                        sizeof(double) * (size_t)n);
     }
     for (int q = 0; q < p->ninput; q++) {
-        double *u = w->in + (size_t)q * (size_t)n;
+        double *u = w->in + (size_t)(q + 1) * (size_t)n;
         const double *rate = p->input_rate + (size_t)q * (size_t)n;
         int k = p->input_dt[q];
         for (int i = 0; i < n; i++)
@@ -560,57 +627,48 @@ int popk_sim_lti_subject(const popk_sim_lti *p, popk_sim_lti_ws *w, const double
                 for (int i = 0; i < n; i++)
                     u[i] += rate[j] * w->gam[((size_t)j * (size_t)ndt + (size_t)k) * (size_t)n + i];
     }
+    /* c[npt] is the trash slot */
+    const lti_step *st = p->step, *end = st + p->nstep;
+    if (n == 1) {
+        /* one compartment: scalars, no branch, and one multiply-add per event time on the
+         * chain from one time to the next (the state after the doses) */
+        double x0 = 0, w0 = w->w[0], f0 = w->f[0];
+        const double *phi = w->phi + 1, *in = w->in + 1;
+        for (; st < end; st++) {
+            double ph = phi[st->k], u = in[st->q];
+            double pre = ph * x0 + u;
+            x0 = ph * x0 + (u + f0 * st->amt1);
+            c[st->pre] = b0 + w0 * pre;
+            c[st->post] = b0 + w0 * x0;
+        }
+        return all_finite(c, p->npt) ? 0 : 1;
+    }
     double *x = w->x;
     for (int i = 0; i < n; i++)
         x[i] = 0;
-    const lti_op *op = p->op, *end = op + p->nop;
-    if (n == 1) {
-        /* one compartment: scalars (the common case, kept tight) */
-        double x0 = 0, w0 = w->w[0], f0 = w->f[0];
-        for (; op < end; op++) {
-            switch (op->kind) {
-            case OP_ADVANCE:
-                x0 = w->phi[op->a] * x0 + (op->b >= 0 ? w->in[op->b] : 0.0);
-                break;
-            case OP_BOLUS:
-                x0 += f0 * op->v;
-                break;
-            default: {
-                double y = b0 + w0 * x0;
-                if (!isfinite(y))
-                    return 1;
-                c[op->a] = y;
-            }
-            }
-        }
-        return 0;
-    }
-    for (; op < end; op++) {
-        switch (op->kind) {
-        case OP_ADVANCE: {
-            const double *phi = w->phi + (size_t)op->a * (size_t)n * (size_t)n;
-            double y[8];
-            for (int i = 0; i < n; i++) {
-                double s = op->b >= 0 ? w->in[(size_t)op->b * (size_t)n + (size_t)i] : 0.0;
-                for (int j = 0; j < n; j++)
-                    s += phi[i * n + j] * x[j];
-                y[i] = s;
-            }
-            memcpy(x, y, sizeof(double) * (size_t)n);
-            break;
-        }
-        case OP_BOLUS:
-            x[op->a] += w->f[op->a] * op->v;
-            break;
-        default: {
-            double y = b0;
+    size_t nn = (size_t)n * (size_t)n;
+    for (; st < end; st++) {
+        const double *phi = w->phi + (size_t)(st->k + 1) * nn;
+        const double *u = w->in + (size_t)(st->q + 1) * (size_t)n;
+        double y[8];
+        for (int i = 0; i < n; i++) {
+            double v = u[i];
             for (int j = 0; j < n; j++)
-                y += w->w[j] * x[j];
-            if (!isfinite(y))
-                return 1;
-            c[op->a] = y;
+                v += phi[i * n + j] * x[j];
+            y[i] = v;
         }
+        double o = b0;
+        for (int i = 0; i < n; i++) {
+            x[i] = y[i];
+            o += w->w[i] * x[i];
         }
+        c[st->pre] = o;
+        for (int b = st->ib; b < st->ib + st->nb; b++)
+            x[p->bolus[b].cmt] += w->f[p->bolus[b].cmt] * p->bolus[b].amt;
+        o = b0;
+        for (int i = 0; i < n; i++)
+            o += w->w[i] * x[i];
+        c[st->post] = o;
     }
-    return 0;
+    return all_finite(c, p->npt) ? 0 : 1;
 }

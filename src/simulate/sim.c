@@ -176,6 +176,7 @@ typedef struct {
     size_t nsample;
     sample_pt *pt;
     size_t *rec_of_pt;       /* record index of each sample point */
+    size_t *pt_of_grid;      /* sample point of each output time */
 } design;
 
 static void design_free(design *g)
@@ -183,6 +184,7 @@ static void design_free(design *g)
     popk_data_free(g->d);
     free(g->pt);
     free(g->rec_of_pt);
+    free(g->pt_of_grid);
 }
 
 static popk_status design_build(design *g, const popk_model *m, const popk_regimen *reg,
@@ -218,8 +220,12 @@ static popk_status design_build(design *g, const popk_model *m, const popk_regim
         g->pt[k++] = p;
     }
     g->nsample = k;
-    if (!(g->rec_of_pt = malloc(sizeof(size_t) * g->nsample)))
+    if (!(g->rec_of_pt = malloc(sizeof(size_t) * g->nsample)) ||
+        !(g->pt_of_grid = malloc(sizeof(size_t) * nt)))
         return popk_error_set(err, POPK_ERR_NOMEM, NULL, 0, 0, "out of memory");
+    for (size_t i = 0; i < g->nsample; i++)
+        if (g->pt[i].grid >= 0)
+            g->pt_of_grid[g->pt[i].grid] = i;
 
     const char **names = malloc(sizeof(char *) * (size_t)(m->ncov + 1));
     double *cov = malloc(sizeof(double) * (size_t)(m->ncov + 1));
@@ -354,12 +360,17 @@ static metric_plan plan_metrics(const sample_pt *pt, size_t n, const popk_regime
 static void compute_metrics(const sample_pt *pt, const double *c, size_t n,
                             const metric_plan *mp, double threshold, double *met)
 {
-    double cmax = -INFINITY, tmax = NAN;
-    for (size_t i = 0; i < n; i++)
-        if (c[i] > cmax)
-            cmax = c[i], tmax = pt[i].time;
+    /* the first maximum (NaN never is one); selects rather than branches, the profile's
+     * ups and downs being unpredictable */
+    double cmax = -INFINITY;
+    size_t imax = n;
+    for (size_t i = 0; i < n; i++) {
+        int up = c[i] > cmax;
+        cmax = up ? c[i] : cmax;
+        imax = up ? i : imax;
+    }
     met[POPK_MET_CMAX] = isfinite(cmax) ? cmax : NAN;
-    met[POPK_MET_TMAX] = tmax;
+    met[POPK_MET_TMAX] = imax < n ? pt[imax].time : NAN;
     met[POPK_MET_TROUGH] = mp->i_trough >= 0 ? c[mp->i_trough] : NAN;
     met[POPK_MET_AUCTAU] = auc_window(pt, c, &mp->tau);
     met[POPK_MET_AUC0_24] = auc_window(pt, c, &mp->d1);
@@ -528,7 +539,7 @@ popk_sim_result *popk_sim_run(const popk_model *m, const popk_regimen *reg,
             goto fail;
         tw[t].theta = malloc(sizeof(double) * (size_t)(nth + 1));
         tw[t].cov = malloc(sizeof(double) * (size_t)(ncov + 1));
-        tw[t].c = malloc(sizeof(double) * nsp);
+        tw[t].c = malloc(sizeof(double) * (nsp + 1)); /* + the trash slot of lti.c */
         if (!tw[t].theta || !tw[t].cov || !tw[t].c)
             goto nomem;
     }
@@ -602,21 +613,27 @@ popk_sim_result *popk_sim_run(const popk_model *m, const popk_regimen *reg,
             }
             pass[o->ntarget] = (unsigned char)all;
             size_t si = (size_t)(s - s0);
-            for (size_t i = 0; i < nsp; i++) {
-                long gi = g.pt[i].grid;
-                if (gi < 0)
-                    continue;
-                double v = w->c[i];
-                if (!isnan(v)) {
-                    csum[gi] += v;
-                    ccnt[gi]++;
+            if (res->profile)
+                for (size_t t = 0; t < nt; t++)
+                    res->profile[(size_t)s * nt + t] = w->c[g.pt_of_grid[t]];
+            if (exact) {
+                for (size_t t = 0; t < nt; t++) {
+                    double v = w->c[g.pt_of_grid[t]];
+                    exact[t * (size_t)n + (size_t)s] = v;
+                    if (!isnan(v)) {
+                        csum[t] += v;
+                        ccnt[t]++;
+                    }
                 }
-                if (res->profile)
-                    res->profile[(size_t)s * nt + (size_t)gi] = v;
-                if (exact)
-                    exact[(size_t)gi * (size_t)n + (size_t)s] = v;
-                else
-                    w->cbuf[(size_t)gi * cstride + si] = popk_sketch_bin(&sk, v);
+            } else {
+                for (size_t t = 0; t < nt; t++) {
+                    double v = w->c[g.pt_of_grid[t]];
+                    uint32_t bin = popk_sketch_bin(&sk, v);
+                    w->cbuf[t * cstride + si] = bin;
+                    int ok = bin != POPK_SK_NONE;
+                    csum[t] += ok ? v : 0.0;
+                    ccnt[t] += ok;
+                }
             }
         }
         if (!exact) {

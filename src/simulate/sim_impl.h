@@ -88,7 +88,8 @@ popk_status popk_sim_lti_plan(const popk_model *m, const popk_regimen *reg,
 void popk_sim_lti_free(popk_sim_lti *p);
 popk_sim_lti_ws *popk_sim_lti_ws_new(const popk_sim_lti *p, popk_error *err);
 void popk_sim_lti_ws_free(popk_sim_lti_ws *w);
-/* One subject's output at every sample point into c. Returns 0, or 1 when the probe run
+/* One subject's output at every sample point into c[0..npt) (c[npt] is scratch: c holds
+ * npt + 1 values). Returns 0, or 1 when the probe run
  * fails or gives something the recurrence cannot use (then run the engine on the design,
  * which reports the error). */
 int popk_sim_lti_subject(const popk_sim_lti *p, popk_sim_lti_ws *w, const double *cov,
