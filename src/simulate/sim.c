@@ -511,8 +511,10 @@ popk_sim_result *popk_sim_run(const popk_model *m, const popk_regimen *reg,
     /* A handful of subjects runs through the engine record by record, so that a typical
      * curve matches 'popk predict' digit for digit; larger runs take the recurrence when
      * the model is linear and time-invariant (lti.c). */
-    if (n >= 100 && popk_sim_lti_plan(m, reg, g.pt, nsp, g.d->nrec, o->output, &lti, err) != POPK_OK)
+    if (n >= 100 && !o->engine_only &&
+        popk_sim_lti_plan(m, reg, g.pt, nsp, g.d->nrec, o->output, &lti, err) != POPK_OK)
         goto fail;
+    res->lti = lti != NULL;
     long exact_limit = o->exact_limit > 0 ? o->exact_limit : 4000000;
     res->exact = (double)n * (double)nt <= (double)exact_limit;
     popk_sketch sk;
@@ -582,8 +584,8 @@ popk_sim_result *popk_sim_run(const popk_model *m, const popk_regimen *reg,
             continue;
         double *csum = chunk_sum + (size_t)ch * nt;
         long *ccnt = chunk_cnt + (size_t)ch * nt;
-        long s0 = ch * CHUNK, s1 = s0 + CHUNK < n ? s0 + CHUNK : n;
-        for (long s = s0; s < s1; s++) {
+        long s0 = ch * CHUNK, s1 = s0 + CHUNK < n ? s0 + CHUNK : n, s;
+        for (s = s0; s < s1; s++) {
             popk_rng rng;
             popk_error e;
             if (subject_profile(m, &g, lti, pop, o, Leta, Lth, w, s, &rng, &e)) {
@@ -636,7 +638,7 @@ popk_sim_result *popk_sim_run(const popk_model *m, const popk_regimen *reg,
                 }
             }
         }
-        if (!exact) {
+        if (!exact && s == s1) { /* (after a failure the run's result is dropped) */
             long ns = s1 - s0;
             for (size_t t = 0; t < nt; t++) {
                 uint32_t *h = w->hist + t * POPK_SK_NBINS;
