@@ -823,7 +823,7 @@ int popk_cmd_sim(int argc, char **argv)
                 reg->ndose, reg->t_last, reg->tau);
         fprintf(g, "output: %s; times %g to %g h (%zu points); percentiles %s\n", yname,
                 times[0], times[nt - 1], nt, res[0]->exact ? "exact" : "from a sketch "
-                "(relative error <= 0.1% above 1% of the typical peak)");
+                "(relative error < 0.1% above 1e-6 of the typical peak)");
         fprintf(g, "medians (5th-95th percentile):\n%-22s", "profile");
         static const int show[] = {POPK_MET_CMAX, POPK_MET_TROUGH, POPK_MET_AUCTAU,
                                    POPK_MET_AUC24};
