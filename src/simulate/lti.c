@@ -334,9 +334,7 @@ popk_status popk_sim_lti_plan(const popk_model *m, const popk_regimen *reg,
         const popk_record *d = &reg->dose[i];
         int cmt = (d->cmt == 0 ? m->default_dose_cmt : d->cmt) - 1;
         if (cmt < 0 || cmt >= n || d->ss || d->addl > 0 || d->rate < 0 || !(d->amt >= 0) ||
-            (d->evid != 1 && d->evid != 4))
-            goto ineligible;
-        if (d->evid == 4)
+            d->evid != 1)
             goto ineligible;
         if (d->rate > 0) {
             if (m->dose[cmt].f_slot >= 0) /* F would scale the duration per subject */
@@ -430,7 +428,7 @@ popk_status popk_sim_lti_plan(const popk_model *m, const popk_regimen *reg,
     int ninf = 0;
     for (int j = 0; j < n; j++)
         ninf += p->infused[j];
-    size_t nprobe = 1 + (size_t)(n + ninf) * (size_t)(1 + p->ndt);
+    size_t nprobe = 1 + (size_t)n * (size_t)(2 + p->ndt) + (size_t)ninf * (size_t)(1 + p->ndt);
     if (nprobe * 4 > engine_nrec)
         goto ineligible;
     double maxdt = 0;
