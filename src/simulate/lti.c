@@ -245,6 +245,9 @@ struct popk_sim_lti {
     size_t *rec_dose;        /* n: record right after a unit bolus into compartment j */
     size_t *rec_phi;         /* n x ndt: record dt[k] after that bolus */
     size_t *rec_gam;         /* n x ndt: record dt[k] into a unit-rate infusion into j */
+    int drift;               /* 1: the system may have a constant input (dA/dt = K A + c, an
+                                affine ODE system): probed from a reset without doses */
+    size_t *rec_drift;       /* ndt: record dt[k] after that reset */
 };
 
 struct popk_sim_lti_ws {
@@ -271,6 +274,7 @@ void popk_sim_lti_free(popk_sim_lti *p)
     free(p->rec_dose);
     free(p->rec_phi);
     free(p->rec_gam);
+    free(p->rec_drift);
     free(p);
 }
 
@@ -306,7 +310,7 @@ static int find_dt(const double *dt, int ndt, double d)
 
 popk_status popk_sim_lti_plan(const popk_model *m, const popk_regimen *reg,
                               const popk_sim_sample *pt, size_t npt, size_t engine_nrec,
-                              int output, popk_sim_lti **plan, popk_error *err)
+                              int output, int drift, popk_sim_lti **plan, popk_error *err)
 {
     *plan = NULL;
     if (m->kind != POPK_STRUCT_LINEAR || m->ncmt < 1 || m->ncmt > 8 ||
@@ -325,6 +329,7 @@ popk_status popk_sim_lti_plan(const popk_model *m, const popk_regimen *reg,
     p->m = m;
     p->n = n;
     p->output = output;
+    p->drift = drift || m->kind != POPK_STRUCT_LINEAR;
     if (!(p->infused = calloc((size_t)n, sizeof(int))))
         goto nomem;
     nev = 0;
@@ -368,7 +373,7 @@ popk_status popk_sim_lti_plan(const popk_model *m, const popk_regimen *reg,
             for (int j = 0; j < n; j++)
                 any |= rate[j] != 0;
             int q = -1;
-            if (any) {
+            if (any || p->drift) {
                 for (int u = 0; u < p->ninput && q < 0; u++)
                     if (p->input_dt[u] == k &&
                         !memcmp(p->input_rate + (size_t)u * (size_t)n, rate, sizeof(double) * (size_t)n))
@@ -428,7 +433,7 @@ popk_status popk_sim_lti_plan(const popk_model *m, const popk_regimen *reg,
     int ninf = 0;
     for (int j = 0; j < n; j++)
         ninf += p->infused[j];
-    size_t nprobe = 1 + (size_t)n * (size_t)(2 + p->ndt) + (size_t)ninf * (size_t)(1 + p->ndt);
+    size_t nprobe = 1 + (size_t)n * (size_t)(2 + p->ndt) + (size_t)(ninf + p->drift) * (size_t)(1 + p->ndt);
     if (nprobe * 4 > engine_nrec)
         goto ineligible;
     double maxdt = 0;
@@ -452,10 +457,11 @@ popk_status popk_sim_lti_plan(const popk_model *m, const popk_regimen *reg,
     p->rec_dose = malloc(sizeof(size_t) * (size_t)n);
     p->rec_phi = malloc(sizeof(size_t) * (size_t)n * (size_t)(p->ndt + 1));
     p->rec_gam = malloc(sizeof(size_t) * (size_t)n * (size_t)(p->ndt + 1));
+    p->rec_drift = malloc(sizeof(size_t) * (size_t)(p->ndt + 1));
     const char **names = malloc(sizeof(char *) * (size_t)(m->ncov + 1));
     double *cov = calloc((size_t)(m->ncov + 1), sizeof(double));
     popk_data_builder *bld = NULL;
-    if (!p->rec_dose || !p->rec_phi || !p->rec_gam || !names || !cov) {
+    if (!p->rec_dose || !p->rec_phi || !p->rec_gam || !p->rec_drift || !names || !cov) {
         free(ord);
         free(names);
         free(cov);
@@ -472,6 +478,16 @@ popk_status popk_sim_lti_plan(const popk_model *m, const popk_regimen *reg,
     p->rec_zero = nrec;
     ADD(r0);
     double tb = 0;
+    if (p->drift) {
+        tb += span;
+        popk_record z = {.time = tb, .dv = NAN, .evid = 3, .mdv = 1};
+        ADD(z);
+        for (int a = 0; a < p->ndt; a++) {
+            popk_record o = {.time = tb + p->dt[ord[a]], .dv = NAN, .evid = 2, .mdv = 1};
+            p->rec_drift[ord[a]] = nrec;
+            ADD(o);
+        }
+    }
     for (int blk = 0; blk < 2 * n; blk++) {
         int j = blk % n, inf = blk >= n;
         if (inf && !p->infused[j])
@@ -602,24 +618,30 @@ int popk_sim_lti_subject(const popk_sim_lti *p, popk_sim_lti_ws *w, const double
             return 1;
         w->f[j] = f;
         w->w[j] = (out[r * (size_t)nout + (size_t)p->output] - b0) / f;
+        /* the responses less what the constant input alone does over the step */
         for (int k = 0; k < ndt; k++) {
             const double *a = amt + p->rec_phi[(size_t)j * (size_t)ndt + (size_t)k] * (size_t)n;
+            const double *g = p->drift ? amt + p->rec_drift[k] * (size_t)n : NULL;
             double *phi = w->phi + (size_t)(k + 1) * (size_t)n * (size_t)n;
             for (int i = 0; i < n; i++)
-                phi[i * n + j] = a[i] / f;
+                phi[i * n + j] = (g ? a[i] - g[i] : a[i]) / f;
         }
         if (p->infused[j])
-            for (int k = 0; k < ndt; k++)
-                memcpy(w->gam + ((size_t)j * (size_t)ndt + (size_t)k) * (size_t)n,
-                       amt + p->rec_gam[(size_t)j * (size_t)ndt + (size_t)k] * (size_t)n,
-                       sizeof(double) * (size_t)n);
+            for (int k = 0; k < ndt; k++) {
+                const double *a = amt + p->rec_gam[(size_t)j * (size_t)ndt + (size_t)k] * (size_t)n;
+                const double *g = p->drift ? amt + p->rec_drift[k] * (size_t)n : NULL;
+                double *gam = w->gam + ((size_t)j * (size_t)ndt + (size_t)k) * (size_t)n;
+                for (int i = 0; i < n; i++)
+                    gam[i] = g ? a[i] - g[i] : a[i];
+            }
     }
     for (int q = 0; q < p->ninput; q++) {
         double *u = w->in + (size_t)(q + 1) * (size_t)n;
         const double *rate = p->input_rate + (size_t)q * (size_t)n;
         int k = p->input_dt[q];
+        const double *g = p->drift ? amt + p->rec_drift[k] * (size_t)n : NULL;
         for (int i = 0; i < n; i++)
-            u[i] = 0;
+            u[i] = g ? g[i] : 0;
         for (int j = 0; j < n; j++)
             if (rate[j] != 0)
                 for (int i = 0; i < n; i++)

@@ -512,7 +512,7 @@ popk_sim_result *popk_sim_run(const popk_model *m, const popk_regimen *reg,
      * curve matches 'popk predict' digit for digit; larger runs take the recurrence when
      * the model is linear and time-invariant (lti.c). */
     if (n >= 100 && !o->engine_only &&
-        popk_sim_lti_plan(m, reg, g.pt, nsp, g.d->nrec, o->output, &lti, err) != POPK_OK)
+        popk_sim_lti_plan(m, reg, g.pt, nsp, g.d->nrec, o->output, 0, &lti, err) != POPK_OK)
         goto fail;
     res->lti = lti != NULL;
     long exact_limit = o->exact_limit > 0 ? o->exact_limit : 4000000;

@@ -81,10 +81,12 @@ typedef struct popk_sim_lti_ws popk_sim_lti_ws;
 /* The plan for regimen reg sampled at pt[0..npt) (sorted as the design's records) in *plan,
  * or NULL there when the model or the regimen does not qualify: closed-form linear models whose output is affine in the amounts, no lag times,
  * doses with RATE >= 0 (no bioavailability on infused compartments), and a probe run much
- * shorter than the design's engine_nrec records. */
+ * shorter than the design's engine_nrec records. drift = 1 also probes a constant input
+ * (dA/dt = K A + c: affine ODE systems, which take it always); 0 for closed-form models,
+ * whose input is zero. */
 popk_status popk_sim_lti_plan(const popk_model *m, const popk_regimen *reg,
                               const popk_sim_sample *pt, size_t npt, size_t engine_nrec,
-                              int output, popk_sim_lti **plan, popk_error *err);
+                              int output, int drift, popk_sim_lti **plan, popk_error *err);
 void popk_sim_lti_free(popk_sim_lti *p);
 popk_sim_lti_ws *popk_sim_lti_ws_new(const popk_sim_lti *p, popk_error *err);
 void popk_sim_lti_ws_free(popk_sim_lti_ws *w);

@@ -188,6 +188,42 @@ static void test_lti_closed_form(void)
     popk_model_free(mb);
 }
 
+/* The probe of a constant input (for affine ODE systems) on a closed-form model, whose input
+ * is zero: the same profile as without it, infusions included. */
+static void test_lti_drift_probe(void)
+{
+    popk_model *m = two_model("central / v + base");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(m);
+    popk_error err;
+    popk_regimen *reg = popk_regimen_parse("300 mg iv over 2.5 h q12h x 4", m, &err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(reg);
+    popk_sim_sample pt[97];
+    for (int i = 0; i < 97; i++)
+        pt[i] = (popk_sim_sample){0.5 * i, 0, i};
+    popk_sim_lti *plan[2];
+    popk_sim_lti_ws *ws[2];
+    double c[2][98], cov[1] = {80}, eta[2] = {0.2, -0.1};
+    for (int d = 0; d < 2; d++) {
+        CU_ASSERT_EQUAL_FATAL(popk_sim_lti_plan(m, reg, pt, 97, 1000, 0, d, &plan[d], &err), POPK_OK);
+        CU_ASSERT_PTR_NOT_NULL_FATAL(plan[d]);
+        ws[d] = popk_sim_lti_ws_new(plan[d], &err);
+        CU_ASSERT_PTR_NOT_NULL_FATAL(ws[d]);
+        CU_ASSERT_EQUAL(popk_sim_lti_subject(plan[d], ws[d], cov, NULL, eta, c[d]), 0);
+    }
+    double worst = 0, big = 0;
+    for (int i = 0; i < 97; i++) {
+        worst = fmax(worst, fabs(c[0][i] - c[1][i]));
+        big = fmax(big, fabs(c[0][i]));
+    }
+    CU_ASSERT(big > 1 && worst <= 1e-13 * big);
+    for (int d = 0; d < 2; d++) {
+        popk_sim_lti_ws_free(ws[d]);
+        popk_sim_lti_free(plan[d]);
+    }
+    popk_regimen_free(reg);
+    popk_model_free(m);
+}
+
 static void test_output_classifier(void)
 {
     static const struct {
@@ -366,6 +402,7 @@ int main(void)
     CU_pSuite s = CU_add_suite("simulate_fast", NULL, NULL);
     CU_add_test(s, "recurrence vs engine", test_lti_vs_engine);
     CU_add_test(s, "recurrence vs steady-state closed form", test_lti_closed_form);
+    CU_add_test(s, "constant-input probe", test_lti_drift_probe);
     CU_add_test(s, "output classifier", test_output_classifier);
     CU_add_test(s, "failing subject", test_lti_failure);
     CU_add_test(s, "sketch on synthetic values", test_sketch_synthetic);
