@@ -16,12 +16,16 @@ ninja -C "$build" -j2 popk >/dev/null
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 export OMP_WAIT_POLICY=passive
+# Timings on a shared machine mean little without its load: print it around each run.
+load() { cut -d' ' -f1-3 /proc/loadavg; }
 run() {
     label=$1
     shift
+    echo "$label: load average before $(load)"
     /usr/bin/time -f "$label: %e s wall, %U s user, %M KB peak RSS" "$build/popk" sim "$@" \
         --regimen "100 mg iv q12h x 28" --times 0:1:336 --target "trough>=0.5" --quiet \
         --out "$out/$label" >/dev/null
+    echo "$label: load average after $(load)"
 }
 run "1cmt-analytic-n$n1" "$root/models/acop/Bolus_1CPT.yaml" --n "$n1"
 run "2cmt-ode-n$n2" "$root/models/acop/Bolus_2CPT_ode.yaml" --n "$n2"

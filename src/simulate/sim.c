@@ -1,6 +1,7 @@
 /* simulate/sim.c — population simulation of a regimen: per-subject streams, predictions
- * through the engine, percentiles over time (exact, or a log-scale histogram sketch for
- * large runs), exposure metrics and target attainment. */
+ * (the engine record by record, or the recurrence of lti.c for linear time-invariant
+ * models), percentiles over time (exact, or the histogram sketch of sketch.c for large
+ * runs), exposure metrics and target attainment. */
 #include <math.h>
 #include <omp.h>
 #include <stdio.h>
@@ -13,10 +14,6 @@
 #include "simulate/simulate.h"
 #include "util/error.h"
 
-/* Sketch: bins of width SK_H in u = asinh(x / scale) over [-SK_U, SK_U]. For |x| >> scale
- * a bin spans a relative width of SK_H, which bounds a quantile's relative error. */
-#define SK_H 1e-3
-#define SK_U 16.2   /* asinh(5e6): values up to 5e6 * scale = 5000 x the typical peak */
 
 static int cmp_double(const void *a, const void *b)
 {
@@ -162,11 +159,7 @@ void popk_sim_result_free(popk_sim_result *r)
 /* Sample points: the output grid plus, for the metrics, a pre-dose point at each dose time
  * inside the grid and the window ends (last dose, end of its interval, 24 h marks), so
  * AUCs do not smear a bolus jump over a grid step. */
-typedef struct {
-    double time;
-    int pre;                 /* 1: before the doses at this time */
-    long grid;               /* index in the output grid, or -1 */
-} sample_pt;
+typedef popk_sim_sample sample_pt;
 
 static int cmp_sample(const void *a, const void *b)
 {
@@ -183,6 +176,7 @@ typedef struct {
     size_t nsample;
     sample_pt *pt;
     size_t *rec_of_pt;       /* record index of each sample point */
+    size_t *pt_of_grid;      /* sample point of each output time */
 } design;
 
 static void design_free(design *g)
@@ -190,6 +184,7 @@ static void design_free(design *g)
     popk_data_free(g->d);
     free(g->pt);
     free(g->rec_of_pt);
+    free(g->pt_of_grid);
 }
 
 static popk_status design_build(design *g, const popk_model *m, const popk_regimen *reg,
@@ -225,8 +220,12 @@ static popk_status design_build(design *g, const popk_model *m, const popk_regim
         g->pt[k++] = p;
     }
     g->nsample = k;
-    if (!(g->rec_of_pt = malloc(sizeof(size_t) * g->nsample)))
+    if (!(g->rec_of_pt = malloc(sizeof(size_t) * g->nsample)) ||
+        !(g->pt_of_grid = malloc(sizeof(size_t) * nt)))
         return popk_error_set(err, POPK_ERR_NOMEM, NULL, 0, 0, "out of memory");
+    for (size_t i = 0; i < g->nsample; i++)
+        if (g->pt[i].grid >= 0)
+            g->pt_of_grid[g->pt[i].grid] = i;
 
     const char **names = malloc(sizeof(char *) * (size_t)(m->ncov + 1));
     double *cov = malloc(sizeof(double) * (size_t)(m->ncov + 1));
@@ -278,31 +277,50 @@ static double seg_auc(double t0, double c0, double t1, double c1)
     return 0.5 * dt * (c0 + c1);
 }
 
-static double auc_window(const sample_pt *pt, const double *c, size_t n, double a, double b)
+/* A window [a, b] of the sample points: the segments [ia, ib) that overlap it (contiguous,
+ * the points being sorted); valid = 0 when it is empty or outside the sampled range. */
+typedef struct {
+    double a, b;
+    size_t ia, ib;
+    int valid;
+} window;
+
+static window make_window(const sample_pt *pt, size_t n, double a, double b, int need_inside)
 {
-    if (!(a >= pt[0].time - 1e-9 && b <= pt[n - 1].time + 1e-9 && a < b))
+    window w = {a, b, 0, 0, 0};
+    if (!(a < b) || (need_inside && !(a >= pt[0].time - 1e-9 && b <= pt[n - 1].time + 1e-9)))
+        return w;
+    w.valid = 1;
+    size_t i = 0;
+    while (i + 1 < n && !(pt[i + 1].time > a))
+        i++;
+    w.ia = i;
+    while (i + 1 < n && pt[i].time < b)
+        i++;
+    w.ib = i;
+    return w;
+}
+
+static double auc_window(const sample_pt *pt, const double *c, const window *w)
+{
+    if (!w->valid)
         return NAN;
     double s = 0;
-    for (size_t i = 0; i + 1 < n; i++) {
-        double t0 = pt[i].time, t1 = pt[i + 1].time;
-        if (t1 <= a || t0 >= b || t1 <= t0)
-            continue;
-        /* window ends fall on sample points (they are added to the design) */
-        s += seg_auc(t0, c[i], t1, c[i + 1]);
-    }
+    /* window ends fall on sample points (they are added to the design) */
+    for (size_t i = w->ia; i < w->ib; i++)
+        s += seg_auc(pt[i].time, c[i], pt[i + 1].time, c[i + 1]);
     return s;
 }
 
 /* Percent of [a, b] with c > x, crossings interpolated linearly. */
-static double time_above(const sample_pt *pt, const double *c, size_t n, double a, double b,
-                         double x)
+static double time_above(const sample_pt *pt, const double *c, const window *w, double x)
 {
-    if (!(a < b) || isnan(x))
+    if (!w->valid || isnan(x))
         return NAN;
     double s = 0;
-    for (size_t i = 0; i + 1 < n; i++) {
+    for (size_t i = w->ia; i < w->ib; i++) {
         double t0 = pt[i].time, t1 = pt[i + 1].time;
-        if (t1 <= a || t0 >= b || t1 <= t0)
+        if (t1 <= t0)
             continue;
         double c0 = c[i], c1 = c[i + 1];
         if (c0 > x && c1 > x)
@@ -312,29 +330,52 @@ static double time_above(const sample_pt *pt, const double *c, size_t n, double 
             s += c0 > x ? tc - t0 : t1 - tc;
         }
     }
-    return 100.0 * s / (b - a);
+    return 100.0 * s / (w->b - w->a);
 }
 
-static void compute_metrics(const sample_pt *pt, const double *c, size_t n,
-                            const popk_regimen *reg, double threshold, double *met)
+/* Where each metric is read: the same for every subject. */
+typedef struct {
+    long i_trough;           /* the last point at the end of the last interval, or -1 */
+    window tau, d1, d24, above;
+} metric_plan;
+
+static metric_plan plan_metrics(const sample_pt *pt, size_t n, const popk_regimen *reg)
 {
-    double cmax = -INFINITY, tmax = NAN;
-    for (size_t i = 0; i < n; i++)
-        if (c[i] > cmax)
-            cmax = c[i], tmax = pt[i].time;
-    met[POPK_MET_CMAX] = isfinite(cmax) ? cmax : NAN;
-    met[POPK_MET_TMAX] = tmax;
+    metric_plan mp;
     double tend = reg->tau > 0 ? reg->t_last + reg->tau : pt[n - 1].time;
-    met[POPK_MET_TROUGH] = NAN;
+    mp.i_trough = -1;
     if (reg->tau > 0)
         for (size_t i = 0; i < n; i++)
             if (pt[i].time == tend)
-                met[POPK_MET_TROUGH] = c[i];
+                mp.i_trough = (long)i;
     double a = reg->tau > 0 ? reg->t_last : pt[0].time;
-    met[POPK_MET_AUCTAU] = reg->tau > 0 ? auc_window(pt, c, n, a, tend) : NAN;
-    met[POPK_MET_AUC0_24] = auc_window(pt, c, n, 0, 24);
-    met[POPK_MET_AUC24] = auc_window(pt, c, n, tend - 24, tend);
-    met[POPK_MET_TABOVE] = time_above(pt, c, n, a, tend, threshold);
+    mp.tau = make_window(pt, n, a, tend, 1);
+    mp.tau.valid &= reg->tau > 0;
+    mp.d1 = make_window(pt, n, 0, 24, 1);
+    mp.d24 = make_window(pt, n, tend - 24, tend, 1);
+    mp.above = make_window(pt, n, a, tend, 0);
+    return mp;
+}
+
+static void compute_metrics(const sample_pt *pt, const double *c, size_t n,
+                            const metric_plan *mp, double threshold, double *met)
+{
+    /* the first maximum (NaN never is one); selects rather than branches, the profile's
+     * ups and downs being unpredictable */
+    double cmax = -INFINITY;
+    size_t imax = n;
+    for (size_t i = 0; i < n; i++) {
+        int up = c[i] > cmax;
+        cmax = up ? c[i] : cmax;
+        imax = up ? i : imax;
+    }
+    met[POPK_MET_CMAX] = isfinite(cmax) ? cmax : NAN;
+    met[POPK_MET_TMAX] = imax < n ? pt[imax].time : NAN;
+    met[POPK_MET_TROUGH] = mp->i_trough >= 0 ? c[mp->i_trough] : NAN;
+    met[POPK_MET_AUCTAU] = auc_window(pt, c, &mp->tau);
+    met[POPK_MET_AUC0_24] = auc_window(pt, c, &mp->d1);
+    met[POPK_MET_AUC24] = auc_window(pt, c, &mp->d24);
+    met[POPK_MET_TABOVE] = time_above(pt, c, &mp->above, threshold);
 }
 
 /* --- the run ------------------------------------------------------------------------------ */
@@ -342,39 +383,64 @@ static void compute_metrics(const sample_pt *pt, const double *c, size_t n,
 typedef struct {
     popk_pred_ws *ws;
     popk_binding *b;
+    popk_sim_lti_ws *lw;
     double *theta, *cov, *c;
-    uint32_t *hist;          /* ntimes x nbins (sketch) */
-    double *cbuf;            /* ntimes x CHUNK: the chunk's values, binned time by time so
+    uint32_t *hist;          /* ntimes x POPK_SK_NBINS (sketch) */
+    uint32_t *cbuf;          /* ntimes x CHUNK: the chunk's bins, counted time by time so
                                 one time's histogram stays in cache */
 } thread_ws;
 
-static size_t sk_bin(double x, double scale, size_t nbins)
+/* Subject s's output at the sample points into w->c, or its error. */
+static int subject_profile(const popk_model *m, const design *g, const popk_sim_lti *lti,
+                           const popk_population *pop, const popk_sim_options *o,
+                           const double *Leta, const double *Lth, thread_ws *w, long s,
+                           popk_rng *rng, popk_error *e)
 {
-    double u = asinh(x / scale);
-    double f = (u + SK_U) / SK_H;
-    if (!(f > 0))
-        return 0;
-    if (f >= (double)nbins)
-        return nbins - 1;
-    return (size_t)f;
-}
-
-static double sk_quantile(const uint32_t *h, size_t nbins, long n, double p, double scale)
-{
-    double rank = p * (double)(n - 1); /* type 7 position */
-    double cum = 0;
-    for (size_t i = 0; i < nbins; i++) {
-        if (!h[i])
-            continue;
-        if (cum + h[i] > rank) {
-            /* the rank-th value lies in bin i: spread its h[i] values evenly */
-            double frac = (rank - cum + 0.5) / h[i];
-            double u = -SK_U + ((double)i + frac) * SK_H;
-            return scale * sinh(u);
+    int ne = m->neta, nth = m->ntheta, ncov = m->ncov;
+    popk_rng_init(rng, o->seed, (uint64_t)s);
+    popk_sim_draw_covariates(pop, m, rng, s, w->cov);
+    for (int k = 0; k < nth; k++)
+        w->theta[k] = m->theta[k].init;
+    if (o->theta_cov) {
+        double z[64];
+        int theta_ok = 0;
+        for (int tries = 0; tries < 100 && !theta_ok; tries++) {
+            popk_rng_mvnormal(rng, nth, Lth, z);
+            theta_ok = 1;
+            for (int k = 0; k < nth; k++) {
+                w->theta[k] = m->theta[k].init + z[k];
+                if (!(w->theta[k] > m->theta[k].lower || m->theta[k].lower == -INFINITY) ||
+                    !(w->theta[k] < m->theta[k].upper || m->theta[k].upper == INFINITY))
+                    theta_ok = 0;
+            }
         }
-        cum += h[i];
+        if (!theta_ok) {
+            popk_error_set(e, POPK_ERR_NUMERIC, NULL, 0, 0,
+                           "subject %ld: no theta draw within the bounds in 100 tries", s + 1);
+            return 1;
+        }
     }
-    return NAN;
+    double eta[64] = {0};
+    if (o->iiv)
+        popk_rng_mvnormal(rng, ne, Leta, eta);
+    if (lti && popk_sim_lti_subject(lti, w->lw, w->cov, w->theta, eta, w->c) == 0)
+        return 0;
+    size_t nrec = g->d->nrec;
+    for (int k = 0; k < ncov; k++) {
+        double *col = w->b->cov + (size_t)k * nrec;
+        for (size_t r = 0; r < nrec; r++)
+            col[r] = w->cov[k];
+    }
+    popk_pred_result pr;
+    if (popk_pred_subject(w->ws, m, g->d, w->b, 0, w->theta, eta, &(popk_pred_dirs){0}, &pr,
+                          e) != POPK_OK) {
+        size_t len = strlen(e->message);
+        snprintf(e->message + len, sizeof e->message - len, " (virtual subject %ld)", s + 1);
+        return 1;
+    }
+    for (size_t i = 0; i < g->nsample; i++)
+        w->c[i] = pr.out[g->rec_of_pt[i] * (size_t)pr.nout + (size_t)o->output];
+    return 0;
 }
 
 popk_sim_result *popk_sim_run(const popk_model *m, const popk_regimen *reg,
@@ -393,6 +459,7 @@ popk_sim_result *popk_sim_run(const popk_model *m, const popk_regimen *reg,
     int nthreads = o->nthreads > 0 ? o->nthreads : omp_get_max_threads();
     design g;
     popk_sim_result *res = NULL;
+    popk_sim_lti *lti = NULL;
     thread_ws *tw = NULL;
     double *Leta = NULL, *Lth = NULL, *exact = NULL, *chunk_sum = NULL;
     long *chunk_cnt = NULL;
@@ -441,15 +508,25 @@ popk_sim_result *popk_sim_run(const popk_model *m, const popk_regimen *reg,
                        "the theta covariance matrix is not positive semi-definite");
         goto fail;
     }
+    /* A handful of subjects runs through the engine record by record, so that a typical
+     * curve matches 'popk predict' digit for digit; larger runs take the recurrence when
+     * the model is linear and time-invariant (lti.c). */
+    if (n >= 100 && !o->engine_only &&
+        popk_sim_lti_plan(m, reg, g.pt, nsp, g.d->nrec, o->output, 0, &lti, err) != POPK_OK)
+        goto fail;
+    res->lti = lti != NULL;
     long exact_limit = o->exact_limit > 0 ? o->exact_limit : 4000000;
     res->exact = (double)n * (double)nt <= (double)exact_limit;
-    size_t nbins = (size_t)(2 * SK_U / SK_H) + 1;
-    double scale = 1.0;
+    popk_sketch sk;
+    popk_sketch_init(&sk, 1.0);
     /* Chunks: the unit of scheduling and of the ordered sum of means. Their size depends
-     * on n only (never on the thread count), large enough that binning a chunk time by time
-     * reuses each time's histogram lines. */
-    long CHUNK = n / 64 < 16 ? 16 : n / 64 > 2048 ? 2048 : n / 64;
+     * on n only (never on the thread count), large enough that counting a chunk time by
+     * time reuses each time's histogram lines. */
+    long CHUNK = n / 64 < 16 ? 16 : n / 64 > 4096 ? 4096 : n / 64;
     long nchunk = (n + CHUNK - 1) / CHUNK;
+    /* rows of a thread's chunk buffer one cache line longer than the chunk, so that the
+     * ntimes lines a subject writes fall in distinct cache sets */
+    size_t cstride = (size_t)CHUNK + 16;
     chunk_sum = calloc((size_t)nchunk * nt, sizeof(double));
     chunk_cnt = calloc((size_t)nchunk * nt, sizeof(long));
     if (!chunk_sum || !chunk_cnt)
@@ -459,16 +536,17 @@ popk_sim_result *popk_sim_run(const popk_model *m, const popk_regimen *reg,
     if (!(tw = calloc((size_t)nthreads, sizeof *tw)))
         goto nomem;
     for (int t = 0; t < nthreads; t++) {
-        if (!(tw[t].ws = popk_pred_ws_new(m, err)) || !(tw[t].b = popk_model_bind(m, g.d, err)))
+        if (!(tw[t].ws = popk_pred_ws_new(m, err)) || !(tw[t].b = popk_model_bind(m, g.d, err)) ||
+            (lti && !(tw[t].lw = popk_sim_lti_ws_new(lti, err))))
             goto fail;
         tw[t].theta = malloc(sizeof(double) * (size_t)(nth + 1));
         tw[t].cov = malloc(sizeof(double) * (size_t)(ncov + 1));
-        tw[t].c = malloc(sizeof(double) * nsp);
+        tw[t].c = malloc(sizeof(double) * (nsp + 1)); /* + the trash slot of lti.c */
         if (!tw[t].theta || !tw[t].cov || !tw[t].c)
             goto nomem;
     }
     if (!res->exact) {
-        /* The sketch's scale: a thousandth of the typical subject's peak. */
+        /* The sketch's scale: the typical subject's peak. */
         popk_pred_result pr;
         if (popk_pred_subject(tw[0].ws, m, g.d, tw[0].b, 0, NULL, NULL,
                               &(popk_pred_dirs){0}, &pr, err) != POPK_OK)
@@ -476,22 +554,21 @@ popk_sim_result *popk_sim_run(const popk_model *m, const popk_regimen *reg,
         double peak = 0;
         for (size_t i = 0; i < nsp; i++)
             peak = fmax(peak, fabs(pr.out[g.rec_of_pt[i] * (size_t)pr.nout + (size_t)o->output]));
-        scale = peak > 0 && isfinite(peak) ? 1e-3 * peak : 1e-3;
+        popk_sketch_init(&sk, peak);
         for (int t = 0; t < nthreads; t++)
-            if (!(tw[t].hist = calloc(nt * nbins, sizeof(uint32_t))) ||
-                !(tw[t].cbuf = malloc(sizeof(double) * nt * (size_t)CHUNK)))
+            if (!(tw[t].hist = calloc(nt * POPK_SK_NBINS, sizeof(uint32_t))) ||
+                !(tw[t].cbuf = malloc(sizeof(uint32_t) * nt * cstride)))
                 goto nomem;
     }
+    metric_plan mp = plan_metrics(g.pt, nsp, reg);
 
     long fail_subject = n, done = 0;
     popk_error fail_err;
     popk_error_clear(&fail_err);
     const popk_output *out = &m->out[o->output];
-    const double *sigma_all = NULL;
     double sig[64] = {0};
     for (int k = 0; k < m->nsigma && k < 64; k++)
         sig[k] = m->sigma[k].init;
-    sigma_all = sig;
     int cancelled = 0;
 #pragma omp parallel for num_threads(nthreads) schedule(dynamic, 1)
     for (long ch = 0; ch < nchunk; ch++) {
@@ -505,52 +582,13 @@ popk_sim_result *popk_sim_run(const popk_model *m, const popk_regimen *reg,
         stop = cancelled;
         if (ch * CHUNK > failed || stop)
             continue;
-        size_t nrec = g.d->nrec;
-        for (long s = ch * CHUNK; s < n && s < (ch + 1) * CHUNK; s++) {
+        double *csum = chunk_sum + (size_t)ch * nt;
+        long *ccnt = chunk_cnt + (size_t)ch * nt;
+        long s0 = ch * CHUNK, s1 = s0 + CHUNK < n ? s0 + CHUNK : n, s;
+        for (s = s0; s < s1; s++) {
             popk_rng rng;
-            popk_rng_init(&rng, o->seed, (uint64_t)s);
-            popk_sim_draw_covariates(pop, m, &rng, s, w->cov);
-            for (int k = 0; k < ncov; k++) {
-                double *col = w->b->cov + (size_t)k * nrec;
-                for (size_t r = 0; r < nrec; r++)
-                    col[r] = w->cov[k];
-            }
-            memcpy(res->cov + (size_t)s * (size_t)ncov, w->cov, sizeof(double) * (size_t)ncov);
-            for (int k = 0; k < nth; k++)
-                w->theta[k] = m->theta[k].init;
-            int theta_ok = 1;
-            if (o->theta_cov) {
-                double z[64];
-                theta_ok = 0;
-                for (int tries = 0; tries < 100 && !theta_ok; tries++) {
-                    popk_rng_mvnormal(&rng, nth, Lth, z);
-                    theta_ok = 1;
-                    for (int k = 0; k < nth; k++) {
-                        w->theta[k] = m->theta[k].init + z[k];
-                        if (!(w->theta[k] > m->theta[k].lower || m->theta[k].lower == -INFINITY) ||
-                            !(w->theta[k] < m->theta[k].upper || m->theta[k].upper == INFINITY))
-                            theta_ok = 0;
-                    }
-                }
-            }
-            double eta[64] = {0};
-            if (o->iiv)
-                popk_rng_mvnormal(&rng, ne, Leta, eta);
-            popk_pred_result pr;
             popk_error e;
-            int bad = !theta_ok;
-            if (bad)
-                popk_error_set(&e, POPK_ERR_NUMERIC, NULL, 0, 0,
-                               "subject %ld: no theta draw within the bounds in 100 tries",
-                               s + 1);
-            else if (popk_pred_subject(w->ws, m, g.d, w->b, 0, w->theta, eta,
-                                       &(popk_pred_dirs){0}, &pr, &e) != POPK_OK) {
-                bad = 1;
-                size_t len = strlen(e.message);
-                snprintf(e.message + len, sizeof e.message - len, " (virtual subject %ld)",
-                         s + 1);
-            }
-            if (bad) {
+            if (subject_profile(m, &g, lti, pop, o, Leta, Lth, w, s, &rng, &e)) {
 #pragma omp critical(popk_sim_run_fail)
                 if (s < fail_subject) {
                     fail_err = e;
@@ -559,56 +597,55 @@ popk_sim_result *popk_sim_run(const popk_model *m, const popk_regimen *reg,
                 }
                 break;
             }
-            for (size_t i = 0; i < nsp; i++) {
-                double f = pr.out[g.rec_of_pt[i] * (size_t)pr.nout + (size_t)o->output];
-                w->c[i] = o->residual ? popk_sim_residual(out, sigma_all, f,
-                                                          popk_rng_normal(&rng))
-                                      : f;
-            }
+            memcpy(res->cov + (size_t)s * (size_t)ncov, w->cov, sizeof(double) * (size_t)ncov);
+            if (o->residual)
+                for (size_t i = 0; i < nsp; i++)
+                    w->c[i] = popk_sim_residual(out, sig, w->c[i], popk_rng_normal(&rng));
             double *met = res->metric + (size_t)s * POPK_MET_N;
-            compute_metrics(g.pt, w->c, nsp, reg, o->threshold, met);
+            compute_metrics(g.pt, w->c, nsp, &mp, o->threshold, met);
             unsigned char *pass = res->pass + (size_t)s * (size_t)(o->ntarget + 1);
             int all = 1;
             for (int j = 0; j < o->ntarget; j++) {
                 const popk_target *tg = &o->target[j];
                 double v = tg->metric == POPK_MET_TABOVE
-                               ? time_above(g.pt, w->c, nsp,
-                                            reg->tau > 0 ? reg->t_last : g.pt[0].time,
-                                            reg->tau > 0 ? reg->t_last + reg->tau
-                                                         : g.pt[nsp - 1].time,
-                                            tg->threshold)
+                               ? time_above(g.pt, w->c, &mp.above, tg->threshold)
                                : met[tg->metric];
                 pass[j] = (unsigned char)popk_target_pass(tg, v);
                 all &= pass[j];
             }
             pass[o->ntarget] = (unsigned char)all;
-            double *csum = chunk_sum + (size_t)ch * nt;
-            long *ccnt = chunk_cnt + (size_t)ch * nt;
-            for (size_t i = 0; i < nsp; i++) {
-                long gi = g.pt[i].grid;
-                if (gi < 0)
-                    continue;
-                double v = w->c[i];
-                if (!isnan(v)) {
-                    csum[gi] += v;
-                    ccnt[gi]++;
+            size_t si = (size_t)(s - s0);
+            if (res->profile)
+                for (size_t t = 0; t < nt; t++)
+                    res->profile[(size_t)s * nt + t] = w->c[g.pt_of_grid[t]];
+            if (exact) {
+                for (size_t t = 0; t < nt; t++) {
+                    double v = w->c[g.pt_of_grid[t]];
+                    exact[t * (size_t)n + (size_t)s] = v;
+                    if (!isnan(v)) {
+                        csum[t] += v;
+                        ccnt[t]++;
+                    }
                 }
-                if (res->profile)
-                    res->profile[(size_t)s * nt + (size_t)gi] = v;
-                if (exact)
-                    exact[(size_t)gi * (size_t)n + (size_t)s] = v;
-                else
-                    w->cbuf[(size_t)gi * (size_t)CHUNK + (size_t)(s - ch * CHUNK)] = v;
+            } else {
+                for (size_t t = 0; t < nt; t++) {
+                    double v = w->c[g.pt_of_grid[t]];
+                    uint32_t bin = popk_sketch_bin(&sk, v);
+                    w->cbuf[t * cstride + si] = bin;
+                    int ok = bin != POPK_SK_NONE;
+                    csum[t] += ok ? v : 0.0;
+                    ccnt[t] += ok;
+                }
             }
         }
-        if (!exact) {
-            long ns = (ch + 1) * CHUNK < n ? CHUNK : n - ch * CHUNK;
+        if (!exact && s == s1) { /* (after a failure the run's result is dropped) */
+            long ns = s1 - s0;
             for (size_t t = 0; t < nt; t++) {
-                uint32_t *h = w->hist + t * nbins;
-                const double *v = w->cbuf + t * (size_t)CHUNK;
+                uint32_t *h = w->hist + t * POPK_SK_NBINS;
+                const uint32_t *v = w->cbuf + t * cstride;
                 for (long i = 0; i < ns; i++)
-                    if (!isnan(v[i]))
-                        h[sk_bin(v[i], scale, nbins)]++;
+                    if (v[i] != POPK_SK_NONE)
+                        h[v[i]]++;
             }
         }
 #pragma omp atomic
@@ -654,18 +691,21 @@ popk_sim_result *popk_sim_run(const popk_model *m, const popk_regimen *reg,
                 res->q[t * (size_t)o->nq + (size_t)j] = quantile_sorted(x, nf, o->quantiles[j]);
         }
     } else {
+        /* per-thread counts added time by time (in parallel: each time is one block) */
         hist = tw[0].hist;
-        for (int th = 1; th < nthreads; th++)
-            for (size_t i = 0; i < nt * nbins; i++)
-                hist[i] += tw[th].hist[i];
+#pragma omp parallel for num_threads(nthreads) schedule(dynamic, 4)
         for (size_t t = 0; t < nt; t++) {
+            uint32_t *h = hist + t * POPK_SK_NBINS;
+            for (int th = 1; th < nthreads; th++) {
+                const uint32_t *h2 = tw[th].hist + t * POPK_SK_NBINS;
+                for (size_t i = 0; i < POPK_SK_NBINS; i++)
+                    if (h2[i])
+                        h[i] += h2[i];
+            }
             long cnt = 0;
-            for (size_t i = 0; i < nbins; i++)
-                cnt += hist[t * nbins + i];
-            for (int j = 0; j < o->nq; j++)
-                res->q[t * (size_t)o->nq + (size_t)j] =
-                    cnt ? sk_quantile(hist + t * nbins, nbins, cnt, o->quantiles[j], scale)
-                        : NAN;
+            for (size_t i = 0; i < POPK_SK_NBINS; i++)
+                cnt += h[i];
+            popk_sketch_quantiles(&sk, h, cnt, o->quantiles, o->nq, res->q + t * (size_t)o->nq, 1);
         }
     }
     for (int j = 0; j <= o->ntarget; j++) {
@@ -684,6 +724,7 @@ done:
     for (int t = 0; tw && t < nthreads; t++) {
         popk_pred_ws_free(tw[t].ws);
         popk_binding_free(tw[t].b);
+        popk_sim_lti_ws_free(tw[t].lw);
         free(tw[t].theta);
         free(tw[t].cov);
         free(tw[t].c);
@@ -696,6 +737,7 @@ done:
     free(exact);
     free(chunk_sum);
     free(chunk_cnt);
+    popk_sim_lti_free(lti);
     design_free(&g);
     return res;
 }

@@ -117,6 +117,8 @@ typedef struct {
     long exact_limit;        /* n * ntimes up to which quantiles are exact (0: 4e6) */
     popk_sim_progress_fn progress;
     void *progress_user;
+    int engine_only;         /* 1: every subject through the engine record by record, never
+                              * the linear time-invariant recurrence (comparisons, tests) */
 } popk_sim_options;
 
 typedef struct {
@@ -127,8 +129,8 @@ typedef struct {
     double *quantiles;       /* nq */
     double *q;               /* q[t * nq + j]: quantile j at time t */
     double *mean;            /* ntimes */
-    int exact;               /* 1: exact sample quantiles; 0: sketch (relative error <= 1e-3
-                              * above 1% of the typical peak; docs/simulation.md) */
+    int exact;               /* 1: exact sample quantiles; 0: sketch (relative error < 2^-10
+                              * above 2^-20 of the typical peak; docs/simulation.md) */
     double *metric;          /* metric[s * POPK_MET_N + k] */
     double *cov;             /* cov[s * ncov + k]: each subject's covariates */
     int ncov;
@@ -137,6 +139,8 @@ typedef struct {
     unsigned char *pass;     /* pass[s * ntarget + j] */
     double *profile;         /* keep_profiles: profile[s * ntimes + t] */
     double tau, t_last;      /* of the regimen */
+    int lti;                 /* 1: profiles from the linear time-invariant recurrence (a
+                              * short engine run per subject; docs/simulation.md) */
 } popk_sim_result;
 
 /* Simulate opts->n subjects given the regimen at the (sorted) times; subject s draws its
