@@ -313,7 +313,9 @@ popk_status popk_sim_lti_plan(const popk_model *m, const popk_regimen *reg,
                               int output, int drift, popk_sim_lti **plan, popk_error *err)
 {
     *plan = NULL;
-    if (m->kind != POPK_STRUCT_LINEAR || m->ncmt < 1 || m->ncmt > 8 ||
+    /* Closed forms and linear ODEs solved by matrix exponential (exact propagators); not
+     * CVODES, whose tolerance-level error would accumulate over the recurrence. */
+    if (!(m->kind == POPK_STRUCT_LINEAR || popk_model_uses_expm(m)) || m->ncmt < 1 || m->ncmt > 8 ||
         !popk_sim_output_affine(m, output))
         return POPK_OK;
     int n = m->ncmt;

@@ -24,6 +24,27 @@ static const char *bolus_text =
     "observe:\n"
     "  cp: {value: central / v, error: {proportional: prop}}\n";
 
+/* A linear ODE model (matrix exponential in the engine) with a constant input: oral
+ * absorption, two compartments and an endogenous production rate. */
+static const char *ode_text =
+    "name: fastode\n"
+    "theta: {tcl: 2.0, tv: 20.0, tka: 1.2, tq: 3.0, tvp: 40.0, tkin: 0.5}\n"
+    "omega: {eta_cl: 0.1, eta_ka: 0.1}\n"
+    "sigma: {prop: 0.1}\n"
+    "individual:\n"
+    "  cl: tcl * exp(eta_cl)\n"
+    "  ka: tka * exp(eta_ka)\n"
+    "  v: tv\n"
+    "  q: tq\n"
+    "  vp: tvp\n"
+    "  kin: tkin\n"
+    "odes:\n"
+    "  depot: -ka * depot\n"
+    "  central: ka * depot - (cl + q) / v * central + q / vp * periph + kin\n"
+    "  periph: q / v * central - q / vp * periph\n"
+    "observe:\n"
+    "  cp: {value: central / v, cmt: central, error: {proportional: prop}}\n";
+
 /* Bioavailability on the depot; a bolus into central too. */
 static const char *oral_text =
     "name: fastoral\n"
@@ -157,6 +178,12 @@ static void test_lti_vs_engine(void)
     popk_model_free(mb);
     popk_model_free(mo);
     popk_model_free(m2);
+    popk_model *me = popk_model_parse("fastode.yaml", ode_text, strlen(ode_text), &err);
+    if (!me)
+        fprintf(stderr, "\nfastode.yaml: %s\n", err.message);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(me);
+    compare_paths(me, "320 mg po q12h x 6, at 80 h 100 mg iv", "0:0.5:96", NULL);
+    popk_model_free(me);
 }
 
 /* Typical patients (no etas) through the recurrence: the steady-state trough and peak of
