@@ -1,5 +1,6 @@
-/* pred/ode.h — a thin wrapper over SUNDIALS CVODES for stiff compartment ODEs with forward
- * sensitivities: BDF, Newton, dense linear solver, user Jacobian; one solver per thread.
+/* pred/ode.h — a thin wrapper over SUNDIALS CVODES for compartment ODEs with forward
+ * sensitivities: BDF (stiff) or Adams, Newton, dense linear solver, user Jacobian; one
+ * solver per thread.
  *
  * The system is dy/dt = f(t, y) with n states. With ns > 0 sensitivity directions, the
  * solver also integrates s_k = dy/dq_k (k < ns) for parameters q the caller defines
@@ -67,6 +68,20 @@ popk_status popk_ode_advance(popk_ode *o, double tout, double *y, double *s, pop
  * before a previous call's tsmooth until the next reset (POPK_ERR_ARG). */
 popk_status popk_ode_advance_smooth(popk_ode *o, double tout, double tsmooth, double *y,
                                    double *s, popk_error *err);
+
+/* Integration methods (popk_ode_set_method). */
+enum { POPK_ODE_BDF = 0, POPK_ODE_ADAMS = 1 };
+
+/* Choose the linear multistep method from the next popk_ode_reset: POPK_ODE_BDF (default;
+ * for stiff systems) or POPK_ODE_ADAMS (Adams-Moulton, variable order up to 12; on
+ * non-stiff systems such as most compartment models about half the steps of BDF at the same
+ * tolerances, but on stiff ones it may need orders of magnitude more steps and stop at
+ * max_steps). Both use Newton iterations with the dense Jacobian. Any other value means
+ * BDF. Each method's solver memory is allocated when the method is first used, then kept:
+ * switching back and forth allocates nothing more. */
+void popk_ode_set_method(popk_ode *o, int method);
+/* The method set by popk_ode_set_method (POPK_ODE_BDF for NULL). */
+int popk_ode_get_method(const popk_ode *o);
 
 /* Turn the sensitivity directions off (enabled = 0) or back on, from the next
  * popk_ode_reset: a solver created with ns > 0 can then also serve evaluations that need no
