@@ -349,7 +349,8 @@ static void test_pred_adams_falls_back_to_bdf(void)
                                "sigma:\n  sd: 0.1\n"
                                "individual:\n  ka: tka\n  ke: tke\n"
                                "odes:\n  depot: -ka * depot\n  central: ka * depot - ke * central\n"
-                               "observe:\n  ac: {value: central, cmt: central, error: {additive: sd}}\n";
+                               "observe:\n  ac: {value: central, cmt: central,\n"
+                               "    error: {additive: sd}}\n";
     static const char csv[] = "ID,TIME,AMT,CMT,EVID,DV\n"
                               "1,0,100,1,1,0\n1,0.5,0,2,0,1\n1,10,0,2,0,1\n1,100,0,2,0,1\n"
                               "1,400,0,2,0,1\n";
