@@ -20,7 +20,9 @@
  *   where Newton takes about one iteration, both give the same number of sensitivity calls
  *   and the same instruction count within 1%; staggered adds one plain evaluation per step.
  * - Sensitivities take part in the error test (CVodeSetSensErrCon): estimators need
- *   gradients as accurate as the states.
+ *   gradients as accurate as the states. Measured on ACOP Oral_1CPTMM (FOCE-I, one
+ *   objective pass): without it 10% fewer steps per prediction but df/deta errors of 2e-5
+ *   instead of 2e-6 relative, and 11% more predictions in the inner Newton iterations.
  * - Every advance sets the stop time to tout (or to the caller's smooth-until time), so the
  *   solver never evaluates the right-hand side where the model may be discontinuous.
  * - Non-finite right-hand-side, Jacobian or sensitivity values are caught in the callbacks:

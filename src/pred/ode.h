@@ -26,9 +26,10 @@ typedef struct popk_ode popk_ode;
 #define POPK_ODE_MAX_DIRECTIONS 1000
 
 /* Create a solver for n states and ns sensitivity directions (ns may be 0). All memory is
- * allocated here and reused by every reset, so resets at doses allocate nothing. Defaults:
- * rtol 1e-8, atol 1e-10, max_steps 50000. One solver per thread: a solver must not be used
- * from two threads at once; distinct solvers are independent (no global state). Returns
+ * allocated here (the other method's at its first use, see popk_ode_set_method) and reused
+ * by every reset, so resets at doses allocate nothing. Defaults: rtol 1e-8, atol 1e-10,
+ * max_steps 50000, BDF. One solver per thread: a solver must not be used from two threads
+ * at once; distinct solvers are independent (no global state). Returns
  * NULL (err set) on invalid sizes or allocation failure. */
 popk_ode *popk_ode_new(int n, int ns, popk_ode_rhs rhs, void *user, popk_error *err);
 /* Free everything the solver owns. NULL-safe. */
