@@ -129,7 +129,8 @@ static void print_structure(const popk_model *m)
                    "constant coefficients)\n", methods[m->ode_method]);
         else
             printf("solver       CVODES %s (method %s%s)\n",
-                   m->ode_method == POPK_ODE_ADAMS ? "Adams" : "BDF", methods[m->ode_method],
+                   m->ode_method == POPK_ODE_BDF ? "BDF" : "Adams (BDF if Adams stalls)",
+                   methods[m->ode_method],
                    m->ode_affine ? "; the system is linear: method auto would use the matrix "
                                    "exponential"
                                  : ": the system is not linear");

@@ -1,5 +1,6 @@
-/* pred/ode.h — a thin wrapper over SUNDIALS CVODES for stiff compartment ODEs with forward
- * sensitivities: BDF, Newton, dense linear solver, user Jacobian; one solver per thread.
+/* pred/ode.h — a thin wrapper over SUNDIALS CVODES for compartment ODEs with forward
+ * sensitivities: BDF (stiff) or Adams, Newton, dense linear solver, user Jacobian; one
+ * solver per thread.
  *
  * The system is dy/dt = f(t, y) with n states. With ns > 0 sensitivity directions, the
  * solver also integrates s_k = dy/dq_k (k < ns) for parameters q the caller defines
@@ -25,9 +26,10 @@ typedef struct popk_ode popk_ode;
 #define POPK_ODE_MAX_DIRECTIONS 1000
 
 /* Create a solver for n states and ns sensitivity directions (ns may be 0). All memory is
- * allocated here and reused by every reset, so resets at doses allocate nothing. Defaults:
- * rtol 1e-8, atol 1e-10, max_steps 50000. One solver per thread: a solver must not be used
- * from two threads at once; distinct solvers are independent (no global state). Returns
+ * allocated here (the other method's at its first use, see popk_ode_set_method) and reused
+ * by every reset, so resets at doses allocate nothing. Defaults: rtol 1e-8, atol 1e-10,
+ * max_steps 50000, BDF. One solver per thread: a solver must not be used from two threads
+ * at once; distinct solvers are independent (no global state). Returns
  * NULL (err set) on invalid sizes or allocation failure. */
 popk_ode *popk_ode_new(int n, int ns, popk_ode_rhs rhs, void *user, popk_error *err);
 /* Free everything the solver owns. NULL-safe. */
@@ -67,6 +69,20 @@ popk_status popk_ode_advance(popk_ode *o, double tout, double *y, double *s, pop
  * before a previous call's tsmooth until the next reset (POPK_ERR_ARG). */
 popk_status popk_ode_advance_smooth(popk_ode *o, double tout, double tsmooth, double *y,
                                    double *s, popk_error *err);
+
+/* Integration methods (popk_ode_set_method). */
+enum { POPK_CVODE_BDF = 0, POPK_CVODE_ADAMS = 1 };
+
+/* Choose the linear multistep method from the next popk_ode_reset: POPK_CVODE_BDF (default;
+ * for stiff systems) or POPK_CVODE_ADAMS (Adams-Moulton, variable order up to 12; on
+ * non-stiff systems such as most compartment models about half the steps of BDF at the same
+ * tolerances, but on stiff ones it may need orders of magnitude more steps and stop at
+ * max_steps). Both use Newton iterations with the dense Jacobian. Any other value means
+ * BDF. Each method's solver memory is allocated when the method is first used, then kept:
+ * switching back and forth allocates nothing more. */
+void popk_ode_set_method(popk_ode *o, int method);
+/* The method set by popk_ode_set_method (POPK_CVODE_BDF for NULL). */
+int popk_ode_get_method(const popk_ode *o);
 
 /* Turn the sensitivity directions off (enabled = 0) or back on, from the next
  * popk_ode_reset: a solver created with ns > 0 can then also serve evaluations that need no

@@ -55,15 +55,24 @@ struct popk_pred_ws {
     popk_ode *ode;
     int ode_ns;
     popk_expm *expm;    /* linear odes: solved by matrix exponential (created on first use) */
+    int ode_method;     /* POPK_CVODE_ADAMS, or POPK_CVODE_BDF (model's choice, or after Adams
+                         * failed in this call) */
     /* Where the solver's last segment ended: a segment that starts from exactly there (same
      * time, amounts, inputs and parameters, all with partials) continues the integration
      * instead of restarting it, so records without a discontinuity cost no restart. */
     int ode_live;
     popk_dual ode_t, ode_A[8], ode_R[8];
     double *ode_frame;  /* slots [0, time_slot) the right-hand side read */
+    /* The right-hand side stays smooth up to here (the next dose, reset, covariate change or
+     * pending event) while the current record is reached: the solver may step past the
+     * record and interpolate instead of stopping at every observation. ode_smooth_live is
+     * what the live integration was promised (a continuation must not promise less). */
+    double smooth_until, ode_smooth_live;
+    size_t disc_rec;    /* first record after the current one that breaks smoothness */
     const popk_binding *bind;
     const popk_data *data;
     size_t rec;         /* current record (for messages) */
+    size_t sub;         /* current subject */
     double id;
     int segment_failed;
     int bad_cmt;        /* the compartment whose right-hand side was not finite, and when */
@@ -107,6 +116,8 @@ popk_pred_ws *popk_pred_ws_new(const popk_model *m, popk_error *err)
         !ws->ev)
         goto nomem;
     ws->ode_ns = -1;
+    ws->ode_method = POPK_CVODE_ADAMS;
+    ws->smooth_until = -INFINITY;
     return ws;
 nomem:
     popk_pred_ws_free(ws);
@@ -255,19 +266,36 @@ static popk_status linear_setup(popk_pred_ws *ws, popk_error *err)
     return POPK_OK;
 }
 
+/* Steps allowed to Adams in one advance before the segment is redone with BDF: on ACOP's
+ * compartment models Adams takes 100-400 steps per 72-h dosing interval at rtol 1e-8; a
+ * stiff system stalls it long before this (Robertson: max_steps). */
+#define ODE_ADAMS_MAX_STEPS 5000L
+
+/* Select the ODE method (tolerances and step limit with it) for the next reset. */
+static void ode_use_method(popk_pred_ws *ws, int method)
+{
+    const popk_model *m = ws->m;
+    long max_steps = m->max_steps;
+    if (method == POPK_CVODE_ADAMS && max_steps > ODE_ADAMS_MAX_STEPS)
+        max_steps = ODE_ADAMS_MAX_STEPS;
+    popk_ode_set_method(ws->ode, method);
+    popk_ode_set_tolerances(ws->ode, m->rtol, m->atol, max_steps);
+}
+
 /* Make sure the ODE solver exists with nd sensitivity directions. */
 static popk_status ode_setup(popk_pred_ws *ws, popk_error *err)
 {
-    if (ws->ode && ws->ode_ns == ws->nd)
+    if (ws->ode && ws->ode_ns == ws->nd) {
+        if (popk_ode_get_method(ws->ode) != ws->ode_method)
+            ode_use_method(ws, ws->ode_method);
         return POPK_OK;
+    }
     popk_ode_free(ws->ode);
     ws->ode_live = 0;
     ws->ode = popk_ode_new(ws->n, ws->nd, ode_rhs, ws, err);
     if (!ws->ode)
         return err ? err->code : POPK_ERR_SOLVER;
-    popk_ode_set_tolerances(ws->ode, ws->m->rtol, ws->m->atol, ws->m->max_steps);
-    /* TODO(lead): pass ws->m->ode_method (POPK_ODE_ADAMS) to popk_ode_set_method() once
-     * pred/ode.h has it; until then 'method: adams' runs BDF. */
+    ode_use_method(ws, ws->ode_method);
     ws->ode_ns = ws->nd;
     return POPK_OK;
 }
@@ -402,6 +430,9 @@ static popk_status advance(popk_pred_ws *ws, popk_dual *A, const popk_dual *R, p
                !memcmp(ws->ode_frame, ws->slots, sizeof(double) * frame);
     for (int i = 0; i < n && cont; i++)
         cont = same_dual(&A[i], &ws->ode_A[i], nd) && same_dual(&R[i], &ws->ode_R[i], nd);
+    double tout = t0.v + dt.v;
+    double tsmooth = ws->smooth_until > tout ? ws->smooth_until : tout;
+    cont = cont && tsmooth >= ws->ode_smooth_live;
     ws->ode_live = 0;
     for (int i = 0; i < n; i++)
         ws->Rseg[i] = R[i];
@@ -422,8 +453,33 @@ static popk_status advance(popk_pred_ws *ws, popk_dual *A, const popk_dual *R, p
     ws->segment_failed = 0;
     popk_error e2;
     popk_error_clear(&e2);
-    if ((!cont && popk_ode_reset(ws->ode, t0.v, y, nd ? s : NULL, &e2) != POPK_OK) ||
-        popk_ode_advance(ws->ode, t0.v + dt.v, y, nd ? s : NULL, &e2) != POPK_OK) {
+    double y0[8];
+    memcpy(y0, y, sizeof(double) * (size_t)n);
+    int ok = (cont || popk_ode_reset(ws->ode, t0.v, y, nd ? s : NULL, &e2) == POPK_OK) &&
+             popk_ode_advance_smooth(ws->ode, tout, tsmooth, y, nd ? s : NULL, &e2) == POPK_OK;
+    if (!ok && ws->ode_method == POPK_CVODE_ADAMS) {
+        /* Adams failed (a stiff stretch, most likely): redo the segment from its start with
+         * BDF, and keep BDF for the rest of this prediction. The start is A at t0 (after a
+         * continuation too), its partials shifted as above. */
+        ws->ode_method = POPK_CVODE_BDF;
+        ode_use_method(ws, POPK_CVODE_BDF);
+        memcpy(y, y0, sizeof(double) * (size_t)n);
+        if (nd > 0) {
+            int need_shift = 0;
+            for (int k = 0; k < nd; k++)
+                need_shift |= t0.d[k] != 0.0;
+            if (need_shift && ode_f(ws, t0.v, A, f) != 0)
+                return fail(ws, err, POPK_ERR_SOLVER, "non-finite ODE right-hand side", t0.v);
+            for (int k = 0; k < nd; k++)
+                for (int i = 0; i < n; i++)
+                    s[k * n + i] = A[i].d[k] - (need_shift ? f[i] * t0.d[k] : 0.0);
+        }
+        ws->segment_failed = 0;
+        popk_error_clear(&e2);
+        ok = popk_ode_reset(ws->ode, t0.v, y, nd ? s : NULL, &e2) == POPK_OK &&
+             popk_ode_advance_smooth(ws->ode, tout, tsmooth, y, nd ? s : NULL, &e2) == POPK_OK;
+    }
+    if (!ok) {
         /* Name the first non-finite right-hand side: the solver only sees "failed". */
         char msg[900];
         if (ws->segment_failed) {
@@ -453,6 +509,7 @@ static popk_status advance(popk_pred_ws *ws, popk_dual *A, const popk_dual *R, p
                 A[i].d[k] = s[k * n + i] + (need_shift ? f[i] * t1.d[k] : 0.0);
     }
     ws->ode_live = 1;
+    ws->ode_smooth_live = tsmooth;
     ws->ode_t = pd_add(t0, dt, nd);
     for (int i = 0; i < n; i++) {
         ws->ode_A[i] = A[i];
@@ -538,6 +595,34 @@ static popk_status fire_dose(popk_pred_ws *ws, const pend_event *e, popk_error *
     return st;
 }
 
+/* Time of the next record of the subject after the current one that doses, resets or
+ * changes a covariate (INFINITY if none): up to there the ODE right-hand side is smooth
+ * unless a pending event comes first. */
+static double next_discontinuity(popk_pred_ws *ws)
+{
+    const popk_data *d = ws->data;
+    const popk_binding *b = ws->bind;
+    const popk_model *m = ws->m;
+    if (!d || !b || m->kind != POPK_STRUCT_ODE)
+        return -INFINITY;
+    size_t end = d->sub[ws->sub].first + d->sub[ws->sub].n;
+    if (ws->disc_rec <= ws->rec) {
+        size_t j = ws->rec + 1;
+        for (; j < end; j++) {
+            int evid = d->rec[j].evid;
+            int changed = evid == 1 || evid == 3 || evid == 4;
+            for (int k = 0; k < m->ncov && !changed; k++) {
+                double a = b->cov[(size_t)k * b->nrec + j - 1], c = b->cov[(size_t)k * b->nrec + j];
+                changed = memcmp(&a, &c, sizeof a) != 0;
+            }
+            if (changed)
+                break;
+        }
+        ws->disc_rec = j;
+    }
+    return ws->disc_rec < end ? d->rec[ws->disc_rec].time : INFINITY;
+}
+
 /* Advance the system to time t_end (a record time), applying every pending event that
  * falls at or before it, in time order. */
 static popk_status advance_to(popk_pred_ws *ws, double t_end, popk_error *err)
@@ -565,7 +650,12 @@ static popk_status advance_to(popk_pred_ws *ws, double t_end, popk_error *err)
         }
     }
     popk_dual tend = pd_const(t_end, nd);
+    int i = next_event(ws);
+    ws->smooth_until = next_discontinuity(ws);
+    if (i >= 0 && ws->ev[i].time.v < ws->smooth_until)
+        ws->smooth_until = ws->ev[i].time.v;
     popk_status st = advance(ws, ws->A, ws->R, ws->t, pd_sub(tend, ws->t, nd), err);
+    ws->smooth_until = -INFINITY;
     ws->t = tend;
     return st;
 }
@@ -953,6 +1043,11 @@ popk_status popk_pred_subject(popk_pred_ws *ws, const popk_model *m, const popk_
         ws->lin.nd = nd;
     ws->lin_valid = 0;
     ws->ode_live = 0;
+    ws->sub = s;
+    ws->disc_rec = 0;
+    /* auto and adams start with Adams (BDF takes over when it stalls); bdf is BDF only */
+    ws->ode_method = m->ode_method == POPK_ODE_BDF ? POPK_CVODE_BDF : POPK_CVODE_ADAMS;
+    ws->smooth_until = -INFINITY;
     reset_system(ws);
     ws->t = pd_const(sub->n ? d->rec[sub->first].time : 0.0, nd);
     int nout = m->nout, ncmt = m->ncmt;

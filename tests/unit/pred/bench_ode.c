@@ -1,6 +1,7 @@
 /* Benchmark of pred/ode: integrate the 2-compartment oral model over every subject of ACOP
  * Oral_2CPT (120 subjects x 66 records) with 0 and 3 sensitivity directions; also with the
- * solver recreated at every dose, to show what reusing it saves. Prints milliseconds.
+ * solver recreated at every dose, to show what reusing it saves; BDF and Adams. Prints
+ * milliseconds.
  * Usage: bench_ode PATH/Oral_2CPT.csv [repeats [case]] */
 #include "pred/ode.h"
 
@@ -103,6 +104,9 @@ static int read_dataset(const char *path, dataset *d)
     return 0;
 }
 
+/* Method of the case being run (POPK_CVODE_BDF or POPK_CVODE_ADAMS). */
+static int bench_method = POPK_CVODE_BDF;
+
 static double now_ms(void)
 {
     struct timespec ts;
@@ -168,6 +172,7 @@ static int run_subject(const subject *s, int ns, double rtol, double atol, int r
                 if (!*solver)
                     return -1;
                 popk_ode_set_tolerances(*solver, rtol, atol, 100000);
+                popk_ode_set_method(*solver, bench_method);
             }
             if (popk_ode_reset(*solver, r->time, y, ns ? sens : NULL, &err) != POPK_OK) {
                 fprintf(stderr, "bench_ode: %s\n", err.message);
@@ -207,6 +212,7 @@ static int run_all(const dataset *d, int ns, double rtol, double atol, int recre
         if (!solver)
             return -1;
         popk_ode_set_tolerances(solver, rtol, atol, 100000);
+        popk_ode_set_method(solver, bench_method);
     }
     for (int i = 0; i < d->nsub; i++)
         if (run_subject(&d->sub[i], ns, rtol, atol, recreate, smooth, &solver, &model,
@@ -240,7 +246,7 @@ int main(int argc, char **argv)
     if (read_dataset(argv[1], &d) != 0)
         return 1;
     printf("ACOP Oral_2CPT: %d subjects, %d records; 2-cmt oral ODE (3 states), "
-           "BDF/Newton/dense; best of %d runs\n",
+           "BDF or Adams/Newton/dense; best of %d runs\n",
            d.nsub, d.nrec_total, repeats);
     printf("%-38s %9s %10s %9s %9s %9s %8s %10s\n", "case (rtol, atol)", "ms", "us/record", "steps",
            "f evals", "J evals", "fS evals", "max relerr");
@@ -248,28 +254,34 @@ int main(int argc, char **argv)
         const char *name;
         int ns;
         double rtol, atol;
-        int recreate, smooth;
+        int recreate, smooth, adams;
     } cases[] = {
-        {"reset at each record, 1e-6, ns=0", 0, 1e-6, 1e-6, 0, 2},
-        {"reset at each record, 1e-6, ns=3", 3, 1e-6, 1e-6, 0, 2},
-        {"stop at each record, 1e-6, ns=0", 0, 1e-6, 1e-6, 0, 0},
-        {"stop at each record, 1e-6, ns=3", 3, 1e-6, 1e-6, 0, 0},
-        {"stop at doses only, 1e-6, ns=0", 0, 1e-6, 1e-6, 0, 1},
-        {"stop at doses only, 1e-6, ns=3", 3, 1e-6, 1e-6, 0, 1},
-        {"stop at doses only, 1e-8, ns=0", 0, 1e-8, 1e-8, 0, 1},
-        {"stop at doses only, 1e-8, ns=3", 3, 1e-8, 1e-8, 0, 1},
-        {"doses only, rtol 1e-6 atol 1e-2", 0, 1e-6, 1e-2, 0, 1},
-        {"doses only, rtol 1e-6 atol 1e-2, ns=3", 3, 1e-6, 1e-2, 0, 1},
-        {"doses only, rtol 1e-4 atol 1e-2", 0, 1e-4, 1e-2, 0, 1},
-        {"doses only, rtol 1e-4 atol 1e-2, ns=3", 3, 1e-4, 1e-2, 0, 1},
-        {"as above 1e-8, ns=0, new per dose", 0, 1e-8, 1e-8, 1, 1},
-        {"as above 1e-8, ns=3, new per dose", 3, 1e-8, 1e-8, 1, 1},
+        {"reset at each record, 1e-6, ns=0", 0, 1e-6, 1e-6, 0, 2, 0},
+        {"reset at each record, 1e-6, ns=3", 3, 1e-6, 1e-6, 0, 2, 0},
+        {"stop at each record, 1e-6, ns=0", 0, 1e-6, 1e-6, 0, 0, 0},
+        {"stop at each record, 1e-6, ns=3", 3, 1e-6, 1e-6, 0, 0, 0},
+        {"stop at doses only, 1e-6, ns=0", 0, 1e-6, 1e-6, 0, 1, 0},
+        {"stop at doses only, 1e-6, ns=3", 3, 1e-6, 1e-6, 0, 1, 0},
+        {"stop at doses only, 1e-8, ns=0", 0, 1e-8, 1e-8, 0, 1, 0},
+        {"stop at doses only, 1e-8, ns=3", 3, 1e-8, 1e-8, 0, 1, 0},
+        {"doses only, rtol 1e-6 atol 1e-2", 0, 1e-6, 1e-2, 0, 1, 0},
+        {"doses only, rtol 1e-6 atol 1e-2, ns=3", 3, 1e-6, 1e-2, 0, 1, 0},
+        {"doses only, rtol 1e-4 atol 1e-2", 0, 1e-4, 1e-2, 0, 1, 0},
+        {"doses only, rtol 1e-4 atol 1e-2, ns=3", 3, 1e-4, 1e-2, 0, 1, 0},
+        {"as above 1e-8, ns=0, new per dose", 0, 1e-8, 1e-8, 1, 1, 0},
+        {"as above 1e-8, ns=3, new per dose", 3, 1e-8, 1e-8, 1, 1, 0},
+        {"Adams, doses only, 1e-6, ns=0", 0, 1e-6, 1e-6, 0, 1, 1},
+        {"Adams, doses only, 1e-6, ns=3", 3, 1e-6, 1e-6, 0, 1, 1},
+        {"Adams, doses only, 1e-8, ns=0", 0, 1e-8, 1e-8, 0, 1, 1},
+        {"Adams, doses only, 1e-8, ns=3", 3, 1e-8, 1e-8, 0, 1, 1},
+        {"Adams, stop at each record, 1e-8, ns=3", 3, 1e-8, 1e-8, 0, 0, 1},
     };
     int status = 0;
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
         if (only >= 0 && (size_t)only != c)
             continue;
         run_result best = {0}, r;
+        bench_method = cases[c].adams ? POPK_CVODE_ADAMS : POPK_CVODE_BDF;
         for (int rep = 0; rep < repeats; rep++) {
             if (run_all(&d, cases[c].ns, cases[c].rtol, cases[c].atol, cases[c].recreate,
                         cases[c].smooth, 0, &r) != 0) {

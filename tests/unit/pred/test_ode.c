@@ -3,6 +3,9 @@
 #include "pred/ode.h"
 
 #include "common/popk_test.h"
+#include "data/data.h"
+#include "model/model.h"
+#include "pred/pred.h"
 #include "unit/pred/ode_models.h"
 
 #include <float.h>
@@ -272,6 +275,114 @@ static void test_two_cmt_oral(void)
             CU_ASSERT(close_enough(y[k], ref[k], 1e-7, 1e-10, "2-cmt oral state", t));
     }
     popk_ode_free(o);
+}
+
+/* ---- tests: methods ------------------------------------------------------------------ */
+
+/* One-compartment oral dose with sensitivities at the default tolerances (rtol 1e-8),
+ * Bateman's closed form as reference; returns the largest relative error of the states and
+ * of the sensitivities (relative to the dose), and the steps taken. */
+static void bateman_errors(popk_ode *o, const oral1_model *m, double *err_y, double *err_s,
+                           long *steps)
+{
+    popk_error err;
+    popk_ode_stats st0, st1;
+    popk_ode_get_stats(o, &st0);
+    double y0[2] = {DOSE, 0.0}, y[2], s[4];
+    *err_y = *err_s = 0.0;
+    CU_ASSERT_EQUAL_FATAL(popk_ode_reset(o, 0.0, y0, NULL, &err), POPK_OK);
+    for (size_t i = 1; i < N_OBS; i++) {
+        double t = obs_times[i];
+        CU_ASSERT_EQUAL_FATAL(popk_ode_advance_smooth(o, t, INFINITY, y, s, &err), POPK_OK);
+        bateman_t b = bateman(DOSE, m->ka, m->ke, t);
+        *err_y = fmax(*err_y, fabs(y[0] - b.ad) / DOSE);
+        *err_y = fmax(*err_y, fabs(y[1] - b.ac) / fmax(b.ac, 1e-3 * DOSE));
+        *err_s = fmax(*err_s, fabs(s[0] - b.dad_dka) / DOSE);
+        *err_s = fmax(*err_s, fabs(s[1] - b.dac_dka) / DOSE);
+        *err_s = fmax(*err_s, fabs(s[3] - b.dac_dke) / DOSE);
+    }
+    popk_ode_get_stats(o, &st1);
+    *steps = st1.steps - st0.steps;
+}
+
+static void test_adams_and_bdf(void)
+{
+    oral1_model m = {1.3, 0.11, 2};
+    popk_error err;
+    popk_ode *o = popk_ode_new(2, 2, oral1_rhs, &m, &err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(o);
+    CU_ASSERT_EQUAL(popk_ode_get_method(o), POPK_CVODE_BDF);
+    double ey[4], es[4];
+    long steps[4];
+    /* BDF, Adams, BDF again, Adams again: switching reuses each method's memory and gives
+     * the same numbers as the first use. */
+    for (int r = 0; r < 4; r++) {
+        popk_ode_set_method(o, r % 2 ? POPK_CVODE_ADAMS : POPK_CVODE_BDF);
+        CU_ASSERT_EQUAL(popk_ode_get_method(o), r % 2 ? POPK_CVODE_ADAMS : POPK_CVODE_BDF);
+        bateman_errors(o, &m, &ey[r], &es[r], &steps[r]);
+        fprintf(stderr, "\n  %s: %ld steps, state error %.2e, sensitivity error %.2e",
+                r % 2 ? "Adams" : "BDF", steps[r], ey[r], es[r]);
+        CU_ASSERT(ey[r] < 2e-7);
+        CU_ASSERT(es[r] < 2e-6);
+    }
+    CU_ASSERT_EQUAL(ey[0], ey[2]);
+    CU_ASSERT_EQUAL(es[1], es[3]);
+    CU_ASSERT_EQUAL(steps[1], steps[3]);
+    /* The point of Adams on a non-stiff model: fewer steps. */
+    CU_ASSERT(steps[1] < steps[0]);
+    popk_ode_set_method(o, 7); /* anything else is BDF */
+    CU_ASSERT_EQUAL(popk_ode_get_method(o), POPK_CVODE_BDF);
+    popk_ode_free(o);
+    CU_ASSERT_EQUAL(popk_ode_get_method(NULL), POPK_CVODE_BDF);
+    popk_ode_set_method(NULL, POPK_CVODE_ADAMS);
+}
+
+/* The prediction engine integrates ODE models with Adams and redoes a segment with BDF when
+ * Adams stalls: a stiff oral model (ka = 2000/h, ke = 0.1/h; Adams would need ~1e6 steps
+ * over 400 h) must still match Bateman, values and d/dke, and so must a mild one (Adams
+ * throughout). Both after one another in the same workspace: the method is chosen anew for
+ * every prediction. */
+static void test_pred_adams_falls_back_to_bdf(void)
+{
+    static const char text[] = "name: stiff\n"
+                               "theta:\n  tka: 2000\n  tke: 0.1\n"
+                               "sigma:\n  sd: 0.1\n"
+                               "individual:\n  ka: tka\n  ke: tke\n"
+                               "odes:\n  depot: -ka * depot\n  central: ka * depot - ke * central\n"
+                               "observe:\n  ac: {value: central, cmt: central,\n"
+                               "    error: {additive: sd}}\n";
+    static const char csv[] = "ID,TIME,AMT,CMT,EVID,DV\n"
+                              "1,0,100,1,1,0\n1,0.5,0,2,0,1\n1,10,0,2,0,1\n1,100,0,2,0,1\n"
+                              "1,400,0,2,0,1\n";
+    popk_error err;
+    popk_model *m = popk_model_parse("stiff.yaml", text, strlen(text), &err);
+    popk_data *d = popk_data_parse("stiff.csv", csv, strlen(csv), &err);
+    CU_ASSERT_FATAL(m && d);
+    popk_binding *b = popk_model_bind(m, d, &err);
+    popk_pred_ws *ws = popk_pred_ws_new(m, &err);
+    CU_ASSERT_FATAL(b && ws);
+    popk_pred_dirs dirs = {0};
+    dirs.nd = 1;
+    dirs.dir_is_eta[0] = 0;
+    dirs.dir_index[0] = 1; /* tke */
+    const double ka_values[] = {2000.0, 1.3, 2000.0};
+    for (int run = 0; run < 3; run++) {
+        double theta[2] = {ka_values[run], 0.1};
+        popk_pred_result res;
+        popk_status st = popk_pred_subject(ws, m, d, b, 0, theta, NULL, &dirs, &res, &err);
+        CU_ASSERT_EQUAL_FATAL(st, POPK_OK);
+        for (size_t r = 1; r < res.nrec; r++) {
+            double t = d->rec[r].time;
+            bateman_t want = bateman(DOSE, theta[0], theta[1], t);
+            const double *got = res.out + r * (size_t)res.nout * 2;
+            CU_ASSERT(close_enough(got[0], want.ac, 1e-6, 1e-9, "central (Bateman)", t));
+            CU_ASSERT(close_enough(got[1], want.dac_dke, 1e-5, 1e-8, "d central / d ke", t));
+        }
+    }
+    popk_pred_ws_free(ws);
+    popk_binding_free(b);
+    popk_data_free(d);
+    popk_model_free(m);
 }
 
 /* ---- tests: sensitivities ----------------------------------------------------------- */
@@ -845,6 +956,8 @@ int main(void)
     CU_add_test(s, "two_cmt_bolus", test_two_cmt_bolus);
     CU_add_test(s, "two_cmt_oral", test_two_cmt_oral);
     CU_add_test(s, "sens_one_cmt", test_sens_one_cmt);
+    CU_add_test(s, "adams_and_bdf", test_adams_and_bdf);
+    CU_add_test(s, "pred_adams_falls_back_to_bdf", test_pred_adams_falls_back_to_bdf);
     CU_add_test(s, "sens_two_cmt", test_sens_two_cmt);
     CU_add_test(s, "michaelis_menten", test_michaelis_menten);
     CU_add_test(s, "reset_cycles_match_uninterrupted", test_reset_cycles_match_uninterrupted);
