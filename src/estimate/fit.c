@@ -121,7 +121,9 @@ static double outer_objective(unsigned n, const double *x, double *grad, void *d
 {
     outer_ctx *c = data;
     c->calls++;
+    popk_estimator_want_hessians(c->est, grad != NULL);
     double f = outer_ofv(c, x, 1);
+    popk_estimator_want_hessians(c->est, 0);
     if (grad) {
         memcpy(c->xt, x, n * sizeof *x);
         for (unsigned k = 0; k < n; k++) {
