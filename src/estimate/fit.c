@@ -88,6 +88,15 @@ typedef struct {
     double scale;             /* NLopt sees OFV / scale */
     double best;              /* lowest OFV so far, and its EBEs: the warm starts */
     double *eta_best, *x_best;
+    /* NLopt's vector y maps to x = centre + y / xscale (gradient algorithms: y = 0.1 at the
+     * start point, and a unit of y_k is one curvature-scaled unit of x_k; BOBYQA: y = x) */
+    double *centre, *xscale, *xs;
+    double *g, *curv, *curv_best; /* gradient and diagonal second differences in x at the
+                                     last gradient point, and the latter at x_best */
+    /* the start point's OFV and gradient (in y), computed for the scaling before NLopt
+     * starts: its first call there is answered from them */
+    int cached;
+    double cache_f, *cache_y, *cache_g;
     size_t eta_size;
     int calls;                /* objective calls from NLopt */
     popk_status fatal;
@@ -117,52 +126,135 @@ static double outer_ofv(outer_ctx *c, const double *x, int commit)
     return f;
 }
 
-static double outer_objective(unsigned n, const double *x, double *grad, void *data)
+/* Central differences of the OFV about x (f = OFV(x), EBEs of x committed): gradient g and
+ * the diagonal second differences curv (NAN where a side is not finite), both in x. */
+static void outer_gradient(outer_ctx *c, const double *x, double f, double *g, double *curv)
 {
-    outer_ctx *c = data;
-    c->calls++;
-    popk_estimator_want_hessians(c->est, grad != NULL);
+    int n = c->npar;
+    memcpy(c->xt, x, (size_t)n * sizeof *x);
+    for (int k = 0; k < n; k++) {
+        c->xt[k] = x[k] + OUTER_FD_STEP;
+        double fp = isfinite(f) ? outer_ofv(c, c->xt, 0) : HUGE_VAL;
+        c->xt[k] = x[k] - OUTER_FD_STEP;
+        double fm = isfinite(f) ? outer_ofv(c, c->xt, 0) : HUGE_VAL;
+        c->xt[k] = x[k];
+        curv[k] = NAN;
+        if (isfinite(fp) && isfinite(fm)) {
+            g[k] = (fp - fm) / (2.0 * OUTER_FD_STEP);
+            curv[k] = (fp - 2.0 * f + fm) / (OUTER_FD_STEP * OUTER_FD_STEP);
+        } else if (isfinite(fp))
+            g[k] = (fp - f) / OUTER_FD_STEP;
+        else if (isfinite(fm))
+            g[k] = (f - fm) / OUTER_FD_STEP;
+        else
+            g[k] = 0.0;
+    }
+}
+
+/* x of NLopt's y */
+static void outer_x(const outer_ctx *c, const double *y, double *x)
+{
+    for (int k = 0; k < c->npar; k++)
+        x[k] = c->centre[k] + y[k] / c->xscale[k];
+}
+
+/* OFV and gradient at x, committed (with the Hessians the finite-difference passes use). */
+static double outer_ofv_gradient(outer_ctx *c, const double *x, double *g, double *curv)
+{
+    popk_estimator_want_hessians(c->est, 1);
     double f = outer_ofv(c, x, 1);
     popk_estimator_want_hessians(c->est, 0);
-    if (grad) {
-        memcpy(c->xt, x, n * sizeof *x);
-        for (unsigned k = 0; k < n; k++) {
-            c->xt[k] = x[k] + OUTER_FD_STEP;
-            double fp = isfinite(f) ? outer_ofv(c, c->xt, 0) : HUGE_VAL;
-            c->xt[k] = x[k] - OUTER_FD_STEP;
-            double fm = isfinite(f) ? outer_ofv(c, c->xt, 0) : HUGE_VAL;
-            c->xt[k] = x[k];
-            if (isfinite(fp) && isfinite(fm))
-                grad[k] = (fp - fm) / (2.0 * OUTER_FD_STEP);
-            else if (isfinite(fp))
-                grad[k] = (fp - f) / OUTER_FD_STEP;
-            else if (isfinite(fm))
-                grad[k] = (f - fm) / OUTER_FD_STEP;
-            else
-                grad[k] = 0.0;
-        }
-    }
-    /* a trial point worse than the best must not move the warm starts away from it */
+    outer_gradient(c, x, f, g, curv);
+    return f;
+}
+
+/* Keep (f, x) as the best point if it is, else put the best point's EBEs back as the warm
+ * starts (a trial point worse than the best must not move them away from it). */
+static void outer_keep_best(outer_ctx *c, const double *x, double f, const double *curv)
+{
     if (f < c->best) {
         c->best = f;
         memcpy(c->eta_best, popk_estimator_eta(c->est), c->eta_size * sizeof *c->eta_best);
-        memcpy(c->x_best, x, n * sizeof *x);
+        memcpy(c->x_best, x, (size_t)c->npar * sizeof *x);
+        if (curv)
+            memcpy(c->curv_best, curv, (size_t)c->npar * sizeof *curv);
     } else
         popk_estimator_set_eta(c->est, c->eta_best);
+}
+
+static double outer_objective(unsigned n, const double *y, double *grad, void *data)
+{
+    outer_ctx *c = data;
+    c->calls++;
+    outer_x(c, y, c->xs);
+    double f;
+    if (grad && c->cached && memcmp(y, c->cache_y, n * sizeof *y) == 0) {
+        f = c->cache_f;
+        memcpy(grad, c->cache_g, n * sizeof *grad);
+    } else {
+        c->cached = 0;
+        if (grad) {
+            f = outer_ofv_gradient(c, c->xs, c->g, c->curv);
+            for (unsigned k = 0; k < n; k++)
+                grad[k] = c->g[k] / (c->xscale[k] * c->scale);
+        } else
+            f = outer_ofv(c, c->xs, 1);
+        outer_keep_best(c, c->xs, f, grad ? c->curv : NULL);
+    }
     if (isfinite(f) && (grad || !c->gradient_alg)) {
         c->iterations++;
         if (c->iter) {
-            popk_param_map_unpack(c->map, x, c->theta, c->omega, c->sigma);
+            popk_param_map_unpack(c->map, c->xs, c->theta, c->omega, c->sigma);
             if (c->iter(c->iterations, f, c->theta, c->omega, c->sigma, c->iter_user)) {
                 c->user_stop = 1;
                 nlopt_force_stop(c->opt);
             }
         }
     }
-    if (grad)
-        for (unsigned k = 0; k < n; k++)
-            grad[k] /= c->scale;
     return f / c->scale;
+}
+
+/* Longest first step of the quasi-Newton search in x, per parameter (e.g. a factor e on a
+ * log-scale parameter). */
+#define OUTER_FIRST_STEP 1.0
+
+/* Scale NLopt's vector at the best point x_best (its OFV and gradient evaluated here, and
+ * cached for NLopt's first call) so that the quasi-Newton search starts with the diagonal of
+ * the OFV's Hessian, which the central differences give for free, instead of the identity:
+ * y_k = 0.1 + s_k (x_k - x_best,k) with s_k^2 = d_k / scale, d_k = the second difference,
+ * at least |g_k| / OUTER_FIRST_STEP (a negative or tiny curvature far from the optimum must
+ * not give a long first step) and 1e-6 of the largest (an insensitive parameter must not
+ * make the problem singular). The parameters of an ODE model, of a log-scale theta and of an
+ * omega's Cholesky factor differ in curvature by orders of magnitude; with the identity the
+ * search spends its iterations learning that (NONMEM scales its parameters for the same
+ * reason). Fills y; returns the OFV at x_best. */
+static double outer_scale(outer_ctx *c, double *y)
+{
+    int n = c->npar;
+    double f = outer_ofv_gradient(c, c->x_best, c->g, c->curv);
+    double top = 0.0;
+    for (int k = 0; k < n; k++)
+        if (isfinite(c->curv[k]) && c->curv[k] > top)
+            top = c->curv[k];
+    for (int k = 0; k < n; k++) {
+        double d = isfinite(c->curv[k]) ? c->curv[k] : 0.0;
+        if (d < fabs(c->g[k]) / OUTER_FIRST_STEP)
+            d = fabs(c->g[k]) / OUTER_FIRST_STEP;
+        if (d < 1e-6 * top)
+            d = 1e-6 * top;
+        if (!(d > 0.0) || !isfinite(d))
+            d = c->scale; /* flat in every direction: unit scaling */
+        c->xscale[k] = sqrt(d / c->scale);
+        c->centre[k] = c->x_best[k] - 0.1 / c->xscale[k];
+        y[k] = 0.1;
+    }
+    c->cached = isfinite(f);
+    c->cache_f = f;
+    memcpy(c->cache_y, y, (size_t)n * sizeof *y);
+    for (int k = 0; k < n; k++)
+        c->cache_g[k] = c->g[k] / (c->xscale[k] * c->scale);
+    outer_keep_best(c, c->x_best, f, c->curv);
+    return f;
 }
 
 void popk_estimate_result_free(popk_estimate_result *res)
@@ -284,8 +376,9 @@ popk_estimate_result *popk_estimate(const popk_problem *prob, const popk_estimat
     int n = popk_param_map_npar(map);
     popk_estimate_result *r = result_new(prob, n);
     double *x = calloc((size_t)n + 1, sizeof *x), *xt = calloc((size_t)n + 1, sizeof *xt);
+    double *vecs = calloc(8 * ((size_t)n + 1), sizeof *vecs);
     outer_ctx c = {0};
-    if (!r || !x || !xt) {
+    if (!r || !x || !xt || !vecs) {
         popk_error_set(err, POPK_ERR_NOMEM, NULL, 0, 0, "out of memory");
         goto fail;
     }
@@ -293,6 +386,10 @@ popk_estimate_result *popk_estimate(const popk_problem *prob, const popk_estimat
         goto fail;
     c = (outer_ctx){.est = est, .map = map, .method = opt->method, .theta = r->theta,
                     .omega = r->omega, .sigma = r->sigma, .xt = xt, .npar = n,
+                    .centre = vecs, .xscale = vecs + (n + 1), .xs = vecs + 2 * (n + 1),
+                    .g = vecs + 3 * (n + 1), .curv = vecs + 4 * (n + 1),
+                    .curv_best = vecs + 5 * (n + 1), .cache_y = vecs + 6 * (n + 1),
+                    .cache_g = vecs + 7 * (n + 1),
                     .gradient_alg = opt->optimizer != POPK_OPT_BOBYQA, .iter = opt->iter,
                     .iter_user = opt->iter_user};
     popk_error_clear(&c.err);
@@ -346,6 +443,19 @@ popk_estimate_result *popk_estimate(const popk_problem *prob, const popk_estimat
             nlopt_set_maxeval(c.opt, maxeval - c.calls > 1 ? maxeval - c.calls : 1);
             if (opt->optimizer == POPK_OPT_BOBYQA)
                 nlopt_set_initial_step1(c.opt, 0.1);
+            if (c.gradient_alg) {
+                outer_scale(&c, x);
+                if (c.fatal != POPK_OK) {
+                    nlopt_destroy(c.opt);
+                    if (err)
+                        *err = c.err;
+                    goto fail;
+                }
+            } else
+                for (int k = 0; k < n; k++) {
+                    c.centre[k] = 0.0;
+                    c.xscale[k] = 1.0;
+                }
             double fmin = HUGE_VAL;
             res = nlopt_optimize(c.opt, x, &fmin);
             nlopt_destroy(c.opt);
@@ -392,6 +502,7 @@ popk_estimate_result *popk_estimate(const popk_problem *prob, const popk_estimat
         goto fail;
     free(x);
     free(xt);
+    free(vecs);
     free(c.eta_best);
     free(c.x_best);
     popk_estimator_free(est);
@@ -399,6 +510,7 @@ popk_estimate_result *popk_estimate(const popk_problem *prob, const popk_estimat
 fail:
     free(x);
     free(xt);
+    free(vecs);
     free(c.eta_best);
     free(c.x_best);
     popk_estimate_result_free(r);
