@@ -21,6 +21,9 @@
  * differences, is below OUTER_STALL_OFV too (a stall far from the optimum, e.g. a line search
  * that failed, does not stop it). */
 #define OUTER_STALL_ITERATIONS 2
+/* Forward differences (half the passes) until a diagonal Newton step promises less than this
+ * decrease of the OFV; then central differences. */
+#define OUTER_CENTRAL_PROMISE 0.01
 #define OUTER_STALL_OFV 1e-4
 
 void popk_estimate_options_default(popk_estimate_options *opt)
@@ -107,6 +110,8 @@ typedef struct {
      * starts: its first call there is answered from them */
     int cached;
     double cache_f, *cache_y, *cache_g;
+    int central, last_central;  /* central differences at the next, the last gradient */
+    double *curv_ref;           /* second differences of the last central gradient */
     /* converged by OUTER_STALL_* (NLopt forced to stop) */
     double best_at_iter[OUTER_STALL_ITERATIONS + 1];
     int stalled;
@@ -139,29 +144,48 @@ static double outer_ofv(outer_ctx *c, const double *x, int commit)
     return f;
 }
 
-/* Central differences of the OFV about x (f = OFV(x), EBEs of x committed): gradient g and
- * the diagonal second differences curv (NAN where a side is not finite), both in x. */
-static void outer_gradient(outer_ctx *c, const double *x, double f, double *g, double *curv)
+/* Differences of the OFV about x (f = OFV(x), EBEs of x committed) for the gradient g in x.
+ * Central: also the diagonal second differences curv (NAN where a side is not
+ * finite), kept in c->curv_ref. Forward: half the passes; the truncation error h/2 f''_kk is
+ * taken off with c->curv_ref, which leaves h/2 times the change of f''_kk since the last
+ * central gradient (and h^2 f'''/6): the quasi-Newton step is off by about h/2 = 5e-5 in x
+ * times the relative change of the curvature, nothing while the steps are long. curv is then
+ * c->curv_ref. */
+static void outer_gradient(outer_ctx *c, const double *x, double f, double *g, double *curv,
+                           int central)
 {
     int n = c->npar;
     memcpy(c->xt, x, (size_t)n * sizeof *x);
     for (int k = 0; k < n; k++) {
         c->xt[k] = x[k] + OUTER_FD_STEP;
-        double fp = isfinite(f) ? outer_ofv(c, c->xt, 0) : HUGE_VAL;
-        c->xt[k] = x[k] - OUTER_FD_STEP;
-        double fm = isfinite(f) ? outer_ofv(c, c->xt, 0) : HUGE_VAL;
+        double fp = isfinite(f) ? outer_ofv(c, c->xt, 0) : HUGE_VAL, fm = HUGE_VAL;
+        if (central || !isfinite(fp)) {
+            c->xt[k] = x[k] - OUTER_FD_STEP;
+            fm = isfinite(f) ? outer_ofv(c, c->xt, 0) : HUGE_VAL;
+        }
         c->xt[k] = x[k];
-        curv[k] = NAN;
+        double half_curv = isfinite(c->curv_ref[k]) ? 0.5 * OUTER_FD_STEP * c->curv_ref[k] : 0.0;
+        curv[k] = central ? NAN : c->curv_ref[k];
         if (isfinite(fp) && isfinite(fm)) {
             g[k] = (fp - fm) / (2.0 * OUTER_FD_STEP);
             curv[k] = (fp - 2.0 * f + fm) / (OUTER_FD_STEP * OUTER_FD_STEP);
         } else if (isfinite(fp))
-            g[k] = (fp - f) / OUTER_FD_STEP;
+            g[k] = (fp - f) / OUTER_FD_STEP - half_curv;
         else if (isfinite(fm))
-            g[k] = (f - fm) / OUTER_FD_STEP;
+            g[k] = (f - fm) / OUTER_FD_STEP + half_curv;
         else
             g[k] = 0.0;
     }
+    if (central)
+        memcpy(c->curv_ref, curv, (size_t)n * sizeof *curv);
+    /* central differences for good once a diagonal Newton step promises less than
+     * OUTER_CENTRAL_PROMISE: the end game, where the gradient must be accurate */
+    double promise = 0.0;
+    for (int k = 0; k < n; k++)
+        promise += c->curv_ref[k] > 0.0 ? 0.5 * g[k] * g[k] / c->curv_ref[k] : HUGE_VAL;
+    c->last_central = central;
+    if (promise < OUTER_CENTRAL_PROMISE)
+        c->central = 1;
 }
 
 /* x of NLopt's y */
@@ -172,12 +196,13 @@ static void outer_x(const outer_ctx *c, const double *y, double *x)
 }
 
 /* OFV and gradient at x, committed (with the Hessians the finite-difference passes use). */
-static double outer_ofv_gradient(outer_ctx *c, const double *x, double *g, double *curv)
+static double outer_ofv_gradient(outer_ctx *c, const double *x, double *g, double *curv,
+                                 int central)
 {
     popk_estimator_want_hessians(c->est, 1);
     double f = outer_ofv(c, x, 1);
     popk_estimator_want_hessians(c->est, 0);
-    outer_gradient(c, x, f, g, curv);
+    outer_gradient(c, x, f, g, curv, central);
     return f;
 }
 
@@ -228,7 +253,7 @@ static double outer_objective(unsigned n, const double *y, double *grad, void *d
     } else {
         c->cached = 0;
         if (grad) {
-            f = outer_ofv_gradient(c, c->xs, c->g, c->curv);
+            f = outer_ofv_gradient(c, c->xs, c->g, c->curv, c->central);
             for (unsigned k = 0; k < n; k++)
                 grad[k] = c->g[k] / (c->xscale[k] * c->scale);
         } else
@@ -237,7 +262,7 @@ static double outer_objective(unsigned n, const double *y, double *grad, void *d
     }
     if (isfinite(f) && (grad || !c->gradient_alg)) {
         c->iterations++;
-        if (grad && outer_stalled(c, c->g, c->curv)) {
+        if (grad && c->last_central && outer_stalled(c, c->g, c->curv)) {
             c->stalled = 1;
             nlopt_force_stop(c->opt);
         }
@@ -270,7 +295,7 @@ static double outer_objective(unsigned n, const double *y, double *grad, void *d
 static double outer_scale(outer_ctx *c, double *y)
 {
     int n = c->npar;
-    double f = outer_ofv_gradient(c, c->x_best, c->g, c->curv);
+    double f = outer_ofv_gradient(c, c->x_best, c->g, c->curv, 1);
     double top = 0.0;
     for (int k = 0; k < n; k++)
         if (isfinite(c->curv[k]) && c->curv[k] > top)
@@ -415,7 +440,7 @@ popk_estimate_result *popk_estimate(const popk_problem *prob, const popk_estimat
     int n = popk_param_map_npar(map);
     popk_estimate_result *r = result_new(prob, n);
     double *x = calloc((size_t)n + 1, sizeof *x), *xt = calloc((size_t)n + 1, sizeof *xt);
-    double *vecs = calloc(8 * ((size_t)n + 1), sizeof *vecs);
+    double *vecs = calloc(9 * ((size_t)n + 1), sizeof *vecs);
     outer_ctx c = {0};
     if (!r || !x || !xt || !vecs) {
         popk_error_set(err, POPK_ERR_NOMEM, NULL, 0, 0, "out of memory");
@@ -428,7 +453,7 @@ popk_estimate_result *popk_estimate(const popk_problem *prob, const popk_estimat
                     .centre = vecs, .xscale = vecs + (n + 1), .xs = vecs + 2 * (n + 1),
                     .g = vecs + 3 * (n + 1), .curv = vecs + 4 * (n + 1),
                     .curv_best = vecs + 5 * (n + 1), .cache_y = vecs + 6 * (n + 1),
-                    .cache_g = vecs + 7 * (n + 1),
+                    .cache_g = vecs + 7 * (n + 1), .curv_ref = vecs + 8 * (n + 1),
                     .gradient_alg = opt->optimizer != POPK_OPT_BOBYQA, .iter = opt->iter,
                     .iter_user = opt->iter_user};
     popk_error_clear(&c.err);
