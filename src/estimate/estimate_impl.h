@@ -11,9 +11,9 @@
 popk_status popk_estimator_pass(popk_estimator *est, popk_method method, const double *theta,
                                 const double *omega, const double *sigma, int commit,
                                 double *ofv, popk_error *err);
-/* on != 0: commit passes also keep each subject's exact Hessian of l at its EBE (2 neta
- * predictions), which the inner problems of the following non-commit passes (finite
- * differences about the committed point) use for their first Newton steps. */
+/* on != 0: commit passes also keep each subject's Hessian of l at its EBE (neta
+ * predictions), which the inner problems of later passes (above all the finite differences
+ * about the committed point) use for their first Newton steps. */
 void popk_estimator_want_hessians(popk_estimator *est, int on);
 const double *popk_estimator_trial_terms(const popk_estimator *est);
 const popk_problem *popk_estimator_problem(const popk_estimator *est);

@@ -41,14 +41,18 @@
 /* Finite-difference passes (the outer gradient) start each inner problem at the committed
  * EBE, O(h) from the perturbed mode. Gauss-Newton contracts that distance only linearly
  * (about 6 predictions per subject to the decrement tolerance on ACOP); Newton with the
- * exact Hessian at the committed EBE and parameters, which is within O(h) of the exact one
- * at the perturbed mode, contracts it by O(h) per step: from 1e-4 the decrement falls below
+ * Hessian of l at the committed EBE and parameters, which is within O(h) of the one at the
+ * perturbed mode, contracts it by O(h) per step: from 1e-4 the decrement falls below
  * INNER_DECREMENT_TOL in two or three predictions. The stopping rule is unchanged, so the
- * perturbed OFVs are as accurate as before. The committed Hessian costs 2 neta predictions
- * per subject per gradient, against 2 npar finite-difference passes that use it. Limited to
- * the first few steps, and dropped at the first step that needs halving (far from the
- * committed point the committed Hessian is no guide). */
+ * perturbed OFVs are as accurate as before. The Hessian costs neta predictions per subject
+ * per gradient (forward differences of the exact gradient with step WARM_HESSIAN_STEP: with
+ * 1e-4 or 1e-5 its O(step) error costs the finite-difference passes 10-25% more predictions
+ * on ACOP), against the npar to 2 npar passes that use it. Commit passes use the last one
+ * as well (15-20% fewer predictions than Gauss-Newton from the warm start). Limited to the
+ * first few steps (measured: 4 beats 20), and dropped at the first step that needs halving
+ * (far from where it was computed it is no guide). */
 #define INNER_WARM_HESSIAN_STEPS 4
+#define WARM_HESSIAN_STEP 1e-6
 
 typedef struct {
     double *f, *V, *G, *dV;         /* at the current eta */
@@ -68,9 +72,9 @@ struct popk_estimator {
     double *eta_sd;                 /* sqrt(Omega_kk) of the current pass */
     double logdet_omega;
     int *status;
-    /* Cholesky factors of half the exact Hessian of l_i at the stored EBEs (hess_ok[i]: set
-     * and positive definite), for the inner problems of finite-difference passes; computed
-     * by commit passes while want_hessians is set, *_new as eta_new */
+    /* Cholesky factors of half the Hessian of l_i (hess_ok[i]: set and positive definite)
+     * at the EBE of the last commit pass that had want_hessians set: the Newton metric of
+     * the first inner steps of later passes; *_new as eta_new */
     double *hess_L, *hess_L_new;
     int *hess_ok, *hess_ok_new;
     int want_hessians;
@@ -208,7 +212,6 @@ void popk_estimator_set_eta(popk_estimator *est, const double *eta)
     size_t n = (size_t)est->prob->nsub * (size_t)est->q;
     for (size_t k = 0; k < n; k++)
         est->eta[k] = eta ? eta[k] : 0.0;
-    memset(est->hess_ok, 0, (size_t)est->prob->nsub * sizeof *est->hess_ok);
 }
 
 void popk_estimator_want_hessians(popk_estimator *est, int on) { est->want_hessians = on; }
@@ -485,16 +488,26 @@ static int linearised(const indiv *c, const double *eta, double *ofv, double *co
     return isfinite(s) ? 0 : 1;
 }
 
-/* chol(H/2) of the exact Hessian H of l at eta (into L; 0 if positive definite), for the
- * inner problems of the finite-difference passes that follow. Keeps the current buffers. */
+/* chol(H/2) of the Hessian H of l at eta (into L; 0 if positive definite), for the inner
+ * problems of the passes that follow: forward differences of the exact gradient from the one
+ * at eta in the current buffers (neta predictions; an error of O(HESSIAN_STEP) only slows
+ * their Newton steps, whose stopping rule is the usual one). Keeps the current buffers. */
 static int warm_hessian(const indiv *c, const double *eta, double *L)
 {
     workspace *w = c->w;
     int q = c->est->q;
-    if (exact_hessian(c, eta, w->H) != 0)
-        return 1;
-    for (int k = 0; k < q * q; k++)
-        L[k] = 0.5 * w->H[k];
+    double l;
+    for (int k = 0; k < q; k++) {
+        memcpy(w->eta1, eta, (size_t)q * sizeof *eta);
+        w->eta1[k] = eta[k] + WARM_HESSIAN_STEP;
+        if (evaluate(c, w->eta1, w->f1, w->V1, w->G1, w->dV1, &l, w->grad1, w->M1) != 0)
+            return 1;
+        for (int a = 0; a < q; a++)
+            w->H[a * q + k] = (w->grad1[a] - w->grad[a]) / WARM_HESSIAN_STEP;
+    }
+    for (int a = 0; a < q; a++)
+        for (int b = 0; b <= a; b++)
+            L[a * q + b] = L[b * q + a] = 0.25 * (w->H[a * q + b] + w->H[b * q + a]);
     return popk_chol(q, L) != 0;
 }
 
@@ -566,11 +579,14 @@ popk_status popk_estimator_pass(popk_estimator *est, popk_method method, const d
         /* passes that keep the stored EBEs (finite differences around them) start from
          * EBEs already vetted against 0 by the pass that stored them */
         indiv c = {est, i, thread, prob->nobs[i], prob->y[i], theta, sigma, 0, w, commit,
-                   !commit && est->hess_ok[i] ? est->hess_L + (size_t)i * q * q : NULL};
+                   est->hess_ok[i] ? est->hess_L + (size_t)i * q * q : NULL};
         popk_error_clear(&w->err);
         int *hess_ok = commit ? &est->hess_ok_new[i] : NULL;
-        if (hess_ok)
-            *hess_ok = 0;
+        if (hess_ok) {
+            *hess_ok = est->hess_ok[i];
+            memcpy(est->hess_L_new + (size_t)i * q * q, est->hess_L + (size_t)i * q * q,
+                   (size_t)(q * q) * sizeof *est->hess_L);
+        }
         est->status[i] =
             individual(&c, method, est->eta_new + (size_t)i * q, &est->terms_new[i],
                        est->eta_cov_new + (size_t)i * q * q,
