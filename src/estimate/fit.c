@@ -156,6 +156,7 @@ static void outer_gradient(outer_ctx *c, const double *x, double f, double *g, d
 {
     int n = c->npar;
     memcpy(c->xt, x, (size_t)n * sizeof *x);
+    popk_estimator_outer_differences(c->est, 1);
     for (int k = 0; k < n; k++) {
         c->xt[k] = x[k] + OUTER_FD_STEP;
         double fp = isfinite(f) ? outer_ofv(c, c->xt, 0) : HUGE_VAL, fm = HUGE_VAL;
@@ -176,6 +177,7 @@ static void outer_gradient(outer_ctx *c, const double *x, double f, double *g, d
         else
             g[k] = 0.0;
     }
+    popk_estimator_outer_differences(c->est, 0);
     if (central)
         memcpy(c->curv_ref, curv, (size_t)n * sizeof *curv);
     /* central differences for good once a diagonal Newton step promises less than
