@@ -31,12 +31,18 @@ void popk_estimate_options_default(popk_estimate_options *opt)
     memset(opt, 0, sizeof *opt);
     opt->method = POPK_METHOD_FOCEI;
     /* Measured with the tests' fits (OFV passes to convergence, FOCE-I; theo_sd, ACOP
-     * Bolus_1CPT, Oral_1CPT; then from +-30% starts: Bolus, Oral):
+     * Bolus_1CPT, Oral_1CPT; then from +-30% starts: Bolus, Oral), with central-difference
+     * gradients in the unscaled vector:
      *   LD_SLSQP  365 / 202 / 392, 223 / 407, each at the optimum to 1e-4
      *   LD_LBFGS  376 / 232 / 466, 243 / 436, same optima
      *   LN_BOBYQA 412 / 118 / 228, 133 / 322, OFV up to 5e-4 above the optimum
-     * SLSQP (with central-difference gradients) needs the fewest passes among the methods
-     * that converge fully, which the covariance step needs. */
+     * and in the curvature-scaled vector, forward differences far from the optimum and the
+     * stall rule (tests/unit/estimate/test_fit.c):
+     *   LD_SLSQP  126 /  99 / 149,  102 / 172, same optima
+     *   LD_LBFGS  101 / 104 / 164,  162 / 172, same optima
+     * (popk fit on the ACOP sets, single dose: SLSQP 87 / 133 and Oral_2CPT 248, LBFGS 81 /
+     * 109 / 212). SLSQP needs the fewest passes overall among the methods that converge fully,
+     * which the covariance step needs. */
     opt->optimizer = POPK_OPT_SLSQP;
     opt->covariance = POPK_COV_SANDWICH;
 }
