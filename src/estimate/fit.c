@@ -8,9 +8,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Central-difference step in the unconstrained vector. The inner problems are converged to a
- * Newton decrement of 1e-18, so the OFV is smooth to about 1e-11 (rounding of the sum):
- * h = 1e-4 gives a gradient error of ~1e-7 from noise and ~1e-9 * F''' from truncation. */
+/* Finite-difference step in the unconstrained vector. The committed passes converge the inner
+ * problems to a Newton decrement of 1e-18 (OFV smooth to about 1e-11, the rounding of the
+ * sum), the difference passes to 1e-16 (each OFV_i within ~1e-8, see estimator.c): h = 1e-4
+ * gives a gradient error of ~1e-4 per subject from that, and ~1e-9 * F''' from truncation
+ * (central differences). */
 #define OUTER_FD_STEP 1e-4
 
 /* After the quasi-Newton search has found the optimum's basin it creeps: on ACOP Oral_2CPT
@@ -110,8 +112,8 @@ typedef struct {
     /* NLopt's vector y maps to x = centre + y / xscale (gradient algorithms: y = 0.1 at the
      * start point, and a unit of y_k is one curvature-scaled unit of x_k; BOBYQA: y = x) */
     double *centre, *xscale, *xs;
-    double *g, *curv, *curv_best; /* gradient and diagonal second differences in x at the
-                                     last gradient point, and the latter at x_best */
+    double *g, *curv;         /* gradient and diagonal second differences in x at the last
+                                 gradient point */
     /* the start point's OFV and gradient (in y), computed for the scaling before NLopt
      * starts: its first call there is answered from them */
     int cached;
@@ -216,14 +218,12 @@ static double outer_ofv_gradient(outer_ctx *c, const double *x, double *g, doubl
 
 /* Keep (f, x) as the best point if it is, else put the best point's EBEs back as the warm
  * starts (a trial point worse than the best must not move them away from it). */
-static void outer_keep_best(outer_ctx *c, const double *x, double f, const double *curv)
+static void outer_keep_best(outer_ctx *c, const double *x, double f)
 {
     if (f < c->best) {
         c->best = f;
         memcpy(c->eta_best, popk_estimator_eta(c->est), c->eta_size * sizeof *c->eta_best);
         memcpy(c->x_best, x, (size_t)c->npar * sizeof *x);
-        if (curv)
-            memcpy(c->curv_best, curv, (size_t)c->npar * sizeof *curv);
     } else
         popk_estimator_set_eta(c->est, c->eta_best);
 }
@@ -266,7 +266,7 @@ static double outer_objective(unsigned n, const double *y, double *grad, void *d
                 grad[k] = c->g[k] / (c->xscale[k] * c->scale);
         } else
             f = outer_ofv(c, c->xs, 1);
-        outer_keep_best(c, c->xs, f, grad ? c->curv : NULL);
+        outer_keep_best(c, c->xs, f);
     }
     if (isfinite(f) && (grad || !c->gradient_alg)) {
         c->iterations++;
@@ -284,7 +284,6 @@ static double outer_objective(unsigned n, const double *y, double *grad, void *d
     }
     return f / c->scale;
 }
-
 
 /* Longest first step of the quasi-Newton search in x, per parameter (e.g. a factor e on a
  * log-scale parameter). */
@@ -325,7 +324,7 @@ static double outer_scale(outer_ctx *c, double *y)
     memcpy(c->cache_y, y, (size_t)n * sizeof *y);
     for (int k = 0; k < n; k++)
         c->cache_g[k] = c->g[k] / (c->xscale[k] * c->scale);
-    outer_keep_best(c, c->x_best, f, c->curv);
+    outer_keep_best(c, c->x_best, f);
     return f;
 }
 
@@ -448,7 +447,7 @@ popk_estimate_result *popk_estimate(const popk_problem *prob, const popk_estimat
     int n = popk_param_map_npar(map);
     popk_estimate_result *r = result_new(prob, n);
     double *x = calloc((size_t)n + 1, sizeof *x), *xt = calloc((size_t)n + 1, sizeof *xt);
-    double *vecs = calloc(9 * ((size_t)n + 1), sizeof *vecs);
+    double *vecs = calloc(8 * ((size_t)n + 1), sizeof *vecs);
     outer_ctx c = {0};
     if (!r || !x || !xt || !vecs) {
         popk_error_set(err, POPK_ERR_NOMEM, NULL, 0, 0, "out of memory");
@@ -460,8 +459,8 @@ popk_estimate_result *popk_estimate(const popk_problem *prob, const popk_estimat
                     .omega = r->omega, .sigma = r->sigma, .xt = xt, .npar = n,
                     .centre = vecs, .xscale = vecs + (n + 1), .xs = vecs + 2 * (n + 1),
                     .g = vecs + 3 * (n + 1), .curv = vecs + 4 * (n + 1),
-                    .curv_best = vecs + 5 * (n + 1), .cache_y = vecs + 6 * (n + 1),
-                    .cache_g = vecs + 7 * (n + 1), .curv_ref = vecs + 8 * (n + 1),
+                    .curv_ref = vecs + 5 * (n + 1), .cache_y = vecs + 6 * (n + 1),
+                    .cache_g = vecs + 7 * (n + 1),
                     .gradient_alg = opt->optimizer != POPK_OPT_BOBYQA, .iter = opt->iter,
                     .iter_user = opt->iter_user};
     popk_error_clear(&c.err);
