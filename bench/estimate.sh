@@ -24,7 +24,7 @@ trap 'rm -rf "$tmp"' EXIT
 acop=tests/reference/data/acop
 
 # fit NAME MODEL DATA [popk options...]: one fit; sets fit_s wall_s cpu_s ofv status nsub nobs
-# evals (objective passes, gradients included)
+# evals (objective passes, gradients included) iters (outer iterations)
 # (LIMIT, if set, stops the fit after that many seconds: status "TIMEOUT")
 fit() {
     local name=$1 out=$tmp/$1
@@ -37,7 +37,7 @@ fit() {
     if [ "$rc" -eq 124 ]; then
         wall_s=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", (b - a) / 1e9 }')
         cpu_s=$(awk '{ printf "%.3f", $1 + $2 }' "$tmp/time" 2>/dev/null || echo nan)
-        fit_s=$wall_s ofv=nan status="TIMEOUT(>${LIMIT}s)" nsub=- nobs=- evals=-
+        fit_s=$wall_s ofv=nan status="TIMEOUT(>${LIMIT}s)" nsub=- nobs=- evals=- iters=-
         return
     fi
     if [ "$rc" -ne 0 ] && [ "$rc" -ne 3 ]; then
@@ -47,20 +47,21 @@ fit() {
     fi
     wall_s=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", (b - a) / 1e9 }')
     cpu_s=$(awk '{ printf "%.3f", $1 + $2 }' "$tmp/time")
-    read -r fit_s ofv status nsub nobs evals < <(awk '
+    read -r fit_s ofv status nsub nobs evals iters < <(awk '
         /^  runtime_s:/ { r = $2 } /^  ofv:/ { o = $2 } /^  status:/ { s = ($2 == "converged") ? "ok" : "NOCONV" }
         /^  subjects:/ { n = $2 } /^  observations:/ { m = $2 } /^  evaluations:/ { e = $2 }
-        END { print r, o, s, n, m, e }' "$out/fit.yaml")
+        /^  iterations:/ { it = $2 }
+        END { print r, o, s, n, m, e, it }' "$out/fit.yaml")
 }
 
 median() { sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 
 echo "== popk fit, FOCE-I, $threads threads ($(nproc) cores; load average $(cut -d' ' -f1-3 /proc/loadavg)) =="
-printf '%-22s %4s %5s %8s %8s %8s %8s %9s %8s %12s %6s %s\n' case subj obs 'fit s' 'wall s' 'cpu s' \
-    target 'NONMEM s' 'nlmixr2' OFV evals status
+printf '%-22s %4s %5s %8s %8s %8s %8s %9s %8s %12s %6s %5s %s\n' case subj obs 'fit s' 'wall s' \
+    'cpu s' target 'NONMEM s' 'nlmixr2' OFV evals iters status
 row() { # name target nonmem nlmixr2
-    printf '%-22s %4s %5s %8.3f %8.3f %8.3f %8s %9s %8s %12.4f %6s %s\n' "$1" "$nsub" "$nobs" \
-        "$fit_s" "$wall_s" "$cpu_s" "$2" "$3" "$4" "$ofv" "$evals" "$status"
+    printf '%-22s %4s %5s %8.3f %8.3f %8.3f %8s %9s %8s %12.4f %6s %5s %s\n' "$1" "$nsub" "$nobs" \
+        "$fit_s" "$wall_s" "$cpu_s" "$2" "$3" "$4" "$ofv" "$evals" "$iters" "$status"
 }
 
 # theo_sd: the median of REPS runs (it is short enough to be noisy)

@@ -11,6 +11,13 @@
 popk_status popk_estimator_pass(popk_estimator *est, popk_method method, const double *theta,
                                 const double *omega, const double *sigma, int commit,
                                 double *ofv, popk_error *err);
+/* on != 0: commit passes also keep each subject's Hessian of l at its EBE (neta
+ * predictions), which the inner problems of later passes (above all the finite differences
+ * about the committed point) use for their first Newton steps. */
+void popk_estimator_want_hessians(popk_estimator *est, int on);
+/* on != 0: non-commit passes are the outer search's finite differences, whose inner
+ * problems stop at a looser Newton decrement (INNER_TRIAL_DECREMENT_TOL in estimator.c). */
+void popk_estimator_outer_differences(popk_estimator *est, int on);
 const double *popk_estimator_trial_terms(const popk_estimator *est);
 const popk_problem *popk_estimator_problem(const popk_estimator *est);
 /* Non-zero if the last pass failed through a callback's fatal error (not a soft failure of

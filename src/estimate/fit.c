@@ -8,22 +8,43 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Central-difference step in the unconstrained vector. The inner problems are converged to a
- * Newton decrement of 1e-18, so the OFV is smooth to about 1e-11 (rounding of the sum):
- * h = 1e-4 gives a gradient error of ~1e-7 from noise and ~1e-9 * F''' from truncation. */
+/* Finite-difference step in the unconstrained vector. The committed passes converge the inner
+ * problems to a Newton decrement of 1e-18 (OFV smooth to about 1e-11, the rounding of the
+ * sum), the difference passes to 1e-16 (each OFV_i within ~1e-8, see estimator.c): h = 1e-4
+ * gives a gradient error of ~1e-4 per subject from that, and ~1e-9 * F''' from truncation
+ * (central differences). */
 #define OUTER_FD_STEP 1e-4
+
+/* After the quasi-Newton search has found the optimum's basin it creeps: on ACOP Oral_2CPT
+ * the last 4 of 16 iterations gain 3e-5 in OFV together, against NLopt's relative tolerance
+ * of 1e-10 (2e-6 there). It stops when the best OFV improved by less than OUTER_STALL_OFV
+ * in each of the last OUTER_STALL_ITERATIONS iterations and the gradient promises no more:
+ * the decrease a diagonal Newton step would make, sum g_k^2 / (2 d_k) with d_k the second
+ * differences, is below OUTER_STALL_OFV too (a stall far from the optimum, e.g. a line search
+ * that failed, does not stop it). */
+#define OUTER_STALL_ITERATIONS 2
+/* Forward differences (half the passes) until a diagonal Newton step promises less than this
+ * decrease of the OFV; then central differences. */
+#define OUTER_CENTRAL_PROMISE 0.01
+#define OUTER_STALL_OFV 1e-4
 
 void popk_estimate_options_default(popk_estimate_options *opt)
 {
     memset(opt, 0, sizeof *opt);
     opt->method = POPK_METHOD_FOCEI;
     /* Measured with the tests' fits (OFV passes to convergence, FOCE-I; theo_sd, ACOP
-     * Bolus_1CPT, Oral_1CPT; then from +-30% starts: Bolus, Oral):
+     * Bolus_1CPT, Oral_1CPT; then from +-30% starts: Bolus, Oral), with central-difference
+     * gradients in the unscaled vector:
      *   LD_SLSQP  365 / 202 / 392, 223 / 407, each at the optimum to 1e-4
      *   LD_LBFGS  376 / 232 / 466, 243 / 436, same optima
      *   LN_BOBYQA 412 / 118 / 228, 133 / 322, OFV up to 5e-4 above the optimum
-     * SLSQP (with central-difference gradients) needs the fewest passes among the methods
-     * that converge fully, which the covariance step needs. */
+     * and in the curvature-scaled vector, forward differences far from the optimum and the
+     * stall rule (tests/unit/estimate/test_fit.c):
+     *   LD_SLSQP  126 /  99 / 149,  102 / 172, same optima
+     *   LD_LBFGS  101 / 104 / 164,  162 / 172, same optima
+     * (popk fit on the ACOP sets, single dose: SLSQP 87 / 133 and Oral_2CPT 248, LBFGS 81 /
+     * 109 / 212). SLSQP needs the fewest passes overall among the methods that converge fully,
+     * which the covariance step needs. */
     opt->optimizer = POPK_OPT_SLSQP;
     opt->covariance = POPK_COV_SANDWICH;
 }
@@ -88,6 +109,20 @@ typedef struct {
     double scale;             /* NLopt sees OFV / scale */
     double best;              /* lowest OFV so far, and its EBEs: the warm starts */
     double *eta_best, *x_best;
+    /* NLopt's vector y maps to x = centre + y / xscale (gradient algorithms: y = 0.1 at the
+     * start point, and a unit of y_k is one curvature-scaled unit of x_k; BOBYQA: y = x) */
+    double *centre, *xscale, *xs;
+    double *g, *curv;         /* gradient and diagonal second differences in x at the last
+                                 gradient point */
+    /* the start point's OFV and gradient (in y), computed for the scaling before NLopt
+     * starts: its first call there is answered from them */
+    int cached;
+    double cache_f, *cache_y, *cache_g;
+    int central, last_central;  /* central differences at the next, the last gradient */
+    double *curv_ref;           /* second differences of the last central gradient */
+    /* converged by OUTER_STALL_* (NLopt forced to stop) */
+    double best_at_iter[OUTER_STALL_ITERATIONS + 1];
+    int stalled;
     size_t eta_size;
     int calls;                /* objective calls from NLopt */
     popk_status fatal;
@@ -117,50 +152,180 @@ static double outer_ofv(outer_ctx *c, const double *x, int commit)
     return f;
 }
 
-static double outer_objective(unsigned n, const double *x, double *grad, void *data)
+/* Differences of the OFV about x (f = OFV(x), EBEs of x committed) for the gradient g in x.
+ * Central: also the diagonal second differences curv (NAN where a side is not
+ * finite), kept in c->curv_ref. Forward: half the passes; the truncation error h/2 f''_kk is
+ * taken off with c->curv_ref, which leaves h/2 times the change of f''_kk since the last
+ * central gradient (and h^2 f'''/6): the quasi-Newton step is off by about h/2 = 5e-5 in x
+ * times the relative change of the curvature, nothing while the steps are long. curv is then
+ * c->curv_ref. */
+static void outer_gradient(outer_ctx *c, const double *x, double f, double *g, double *curv,
+                           int central)
 {
-    outer_ctx *c = data;
-    c->calls++;
-    double f = outer_ofv(c, x, 1);
-    if (grad) {
-        memcpy(c->xt, x, n * sizeof *x);
-        for (unsigned k = 0; k < n; k++) {
-            c->xt[k] = x[k] + OUTER_FD_STEP;
-            double fp = isfinite(f) ? outer_ofv(c, c->xt, 0) : HUGE_VAL;
+    int n = c->npar;
+    memcpy(c->xt, x, (size_t)n * sizeof *x);
+    popk_estimator_outer_differences(c->est, 1);
+    for (int k = 0; k < n; k++) {
+        c->xt[k] = x[k] + OUTER_FD_STEP;
+        double fp = isfinite(f) ? outer_ofv(c, c->xt, 0) : HUGE_VAL, fm = HUGE_VAL;
+        if (central || !isfinite(fp)) {
             c->xt[k] = x[k] - OUTER_FD_STEP;
-            double fm = isfinite(f) ? outer_ofv(c, c->xt, 0) : HUGE_VAL;
-            c->xt[k] = x[k];
-            if (isfinite(fp) && isfinite(fm))
-                grad[k] = (fp - fm) / (2.0 * OUTER_FD_STEP);
-            else if (isfinite(fp))
-                grad[k] = (fp - f) / OUTER_FD_STEP;
-            else if (isfinite(fm))
-                grad[k] = (f - fm) / OUTER_FD_STEP;
-            else
-                grad[k] = 0.0;
+            fm = isfinite(f) ? outer_ofv(c, c->xt, 0) : HUGE_VAL;
         }
+        c->xt[k] = x[k];
+        double half_curv = isfinite(c->curv_ref[k]) ? 0.5 * OUTER_FD_STEP * c->curv_ref[k] : 0.0;
+        curv[k] = central ? NAN : c->curv_ref[k];
+        if (isfinite(fp) && isfinite(fm)) {
+            g[k] = (fp - fm) / (2.0 * OUTER_FD_STEP);
+            curv[k] = (fp - 2.0 * f + fm) / (OUTER_FD_STEP * OUTER_FD_STEP);
+        } else if (isfinite(fp))
+            g[k] = (fp - f) / OUTER_FD_STEP - half_curv;
+        else if (isfinite(fm))
+            g[k] = (f - fm) / OUTER_FD_STEP + half_curv;
+        else
+            g[k] = 0.0;
     }
-    /* a trial point worse than the best must not move the warm starts away from it */
+    popk_estimator_outer_differences(c->est, 0);
+    if (central)
+        memcpy(c->curv_ref, curv, (size_t)n * sizeof *curv);
+    /* central differences for good once a diagonal Newton step promises less than
+     * OUTER_CENTRAL_PROMISE: the end game, where the gradient must be accurate */
+    double promise = 0.0;
+    for (int k = 0; k < n; k++)
+        promise += c->curv_ref[k] > 0.0 ? 0.5 * g[k] * g[k] / c->curv_ref[k] : HUGE_VAL;
+    c->last_central = central;
+    if (promise < OUTER_CENTRAL_PROMISE)
+        c->central = 1;
+}
+
+/* x of NLopt's y */
+static void outer_x(const outer_ctx *c, const double *y, double *x)
+{
+    for (int k = 0; k < c->npar; k++)
+        x[k] = c->centre[k] + y[k] / c->xscale[k];
+}
+
+/* OFV and gradient at x, committed (with the Hessians the finite-difference passes use). */
+static double outer_ofv_gradient(outer_ctx *c, const double *x, double *g, double *curv,
+                                 int central)
+{
+    popk_estimator_want_hessians(c->est, 1);
+    double f = outer_ofv(c, x, 1);
+    popk_estimator_want_hessians(c->est, 0);
+    outer_gradient(c, x, f, g, curv, central);
+    return f;
+}
+
+/* Keep (f, x) as the best point if it is, else put the best point's EBEs back as the warm
+ * starts (a trial point worse than the best must not move them away from it). */
+static void outer_keep_best(outer_ctx *c, const double *x, double f)
+{
     if (f < c->best) {
         c->best = f;
         memcpy(c->eta_best, popk_estimator_eta(c->est), c->eta_size * sizeof *c->eta_best);
-        memcpy(c->x_best, x, n * sizeof *x);
+        memcpy(c->x_best, x, (size_t)c->npar * sizeof *x);
     } else
         popk_estimator_set_eta(c->est, c->eta_best);
+}
+
+/* The stopping rule above at an iteration with gradient g and second differences curv. */
+static int outer_stalled(outer_ctx *c, const double *g, const double *curv)
+{
+    int k = c->iterations, m = OUTER_STALL_ITERATIONS;
+    for (int j = 0; j < m; j++)
+        c->best_at_iter[j] = c->best_at_iter[j + 1];
+    c->best_at_iter[m] = c->best;
+    if (k <= m)
+        return 0;
+    for (int j = 0; j < m; j++)
+        if (!(c->best_at_iter[j] - c->best_at_iter[j + 1] < OUTER_STALL_OFV))
+            return 0;
+    double promise = 0.0;
+    for (int l = 0; l < c->npar; l++) {
+        if (!(curv[l] > 0.0))
+            return 0;
+        promise += 0.5 * g[l] * g[l] / curv[l];
+    }
+    return promise < OUTER_STALL_OFV;
+}
+
+static double outer_objective(unsigned n, const double *y, double *grad, void *data)
+{
+    outer_ctx *c = data;
+    c->calls++;
+    outer_x(c, y, c->xs);
+    double f;
+    if (grad && c->cached && memcmp(y, c->cache_y, n * sizeof *y) == 0) {
+        f = c->cache_f;
+        memcpy(grad, c->cache_g, n * sizeof *grad);
+    } else {
+        c->cached = 0;
+        if (grad) {
+            f = outer_ofv_gradient(c, c->xs, c->g, c->curv, c->central);
+            for (unsigned k = 0; k < n; k++)
+                grad[k] = c->g[k] / (c->xscale[k] * c->scale);
+        } else
+            f = outer_ofv(c, c->xs, 1);
+        outer_keep_best(c, c->xs, f);
+    }
     if (isfinite(f) && (grad || !c->gradient_alg)) {
         c->iterations++;
+        if (grad && c->last_central && outer_stalled(c, c->g, c->curv)) {
+            c->stalled = 1;
+            nlopt_force_stop(c->opt);
+        }
         if (c->iter) {
-            popk_param_map_unpack(c->map, x, c->theta, c->omega, c->sigma);
+            popk_param_map_unpack(c->map, c->xs, c->theta, c->omega, c->sigma);
             if (c->iter(c->iterations, f, c->theta, c->omega, c->sigma, c->iter_user)) {
                 c->user_stop = 1;
                 nlopt_force_stop(c->opt);
             }
         }
     }
-    if (grad)
-        for (unsigned k = 0; k < n; k++)
-            grad[k] /= c->scale;
     return f / c->scale;
+}
+
+/* Longest first step of the quasi-Newton search in x, per parameter (e.g. a factor e on a
+ * log-scale parameter). */
+#define OUTER_FIRST_STEP 1.0
+
+/* Scale NLopt's vector at the best point x_best (its OFV and gradient evaluated here, and
+ * cached for NLopt's first call) so that the quasi-Newton search starts with the diagonal of
+ * the OFV's Hessian, which the central differences give for free, instead of the identity:
+ * y_k = 0.1 + s_k (x_k - x_best,k) with s_k^2 = d_k / scale, d_k = the second difference,
+ * at least |g_k| / OUTER_FIRST_STEP (a negative or tiny curvature far from the optimum must
+ * not give a long first step) and 1e-6 of the largest (an insensitive parameter must not
+ * make the problem singular). The parameters of an ODE model, of a log-scale theta and of an
+ * omega's Cholesky factor differ in curvature by orders of magnitude; with the identity the
+ * search spends its iterations learning that (NONMEM scales its parameters for the same
+ * reason). Fills y; returns the OFV at x_best. */
+static double outer_scale(outer_ctx *c, double *y)
+{
+    int n = c->npar;
+    double f = outer_ofv_gradient(c, c->x_best, c->g, c->curv, 1);
+    double top = 0.0;
+    for (int k = 0; k < n; k++)
+        if (isfinite(c->curv[k]) && c->curv[k] > top)
+            top = c->curv[k];
+    for (int k = 0; k < n; k++) {
+        double d = isfinite(c->curv[k]) ? c->curv[k] : 0.0;
+        if (d < fabs(c->g[k]) / OUTER_FIRST_STEP)
+            d = fabs(c->g[k]) / OUTER_FIRST_STEP;
+        if (d < 1e-6 * top)
+            d = 1e-6 * top;
+        if (!(d > 0.0) || !isfinite(d))
+            d = c->scale; /* flat in every direction: unit scaling */
+        c->xscale[k] = sqrt(d / c->scale);
+        c->centre[k] = c->x_best[k] - 0.1 / c->xscale[k];
+        y[k] = 0.1;
+    }
+    c->cached = isfinite(f);
+    c->cache_f = f;
+    memcpy(c->cache_y, y, (size_t)n * sizeof *y);
+    for (int k = 0; k < n; k++)
+        c->cache_g[k] = c->g[k] / (c->xscale[k] * c->scale);
+    outer_keep_best(c, c->x_best, f);
+    return f;
 }
 
 void popk_estimate_result_free(popk_estimate_result *res)
@@ -282,8 +447,9 @@ popk_estimate_result *popk_estimate(const popk_problem *prob, const popk_estimat
     int n = popk_param_map_npar(map);
     popk_estimate_result *r = result_new(prob, n);
     double *x = calloc((size_t)n + 1, sizeof *x), *xt = calloc((size_t)n + 1, sizeof *xt);
+    double *vecs = calloc(8 * ((size_t)n + 1), sizeof *vecs);
     outer_ctx c = {0};
-    if (!r || !x || !xt) {
+    if (!r || !x || !xt || !vecs) {
         popk_error_set(err, POPK_ERR_NOMEM, NULL, 0, 0, "out of memory");
         goto fail;
     }
@@ -291,6 +457,10 @@ popk_estimate_result *popk_estimate(const popk_problem *prob, const popk_estimat
         goto fail;
     c = (outer_ctx){.est = est, .map = map, .method = opt->method, .theta = r->theta,
                     .omega = r->omega, .sigma = r->sigma, .xt = xt, .npar = n,
+                    .centre = vecs, .xscale = vecs + (n + 1), .xs = vecs + 2 * (n + 1),
+                    .g = vecs + 3 * (n + 1), .curv = vecs + 4 * (n + 1),
+                    .curv_ref = vecs + 5 * (n + 1), .cache_y = vecs + 6 * (n + 1),
+                    .cache_g = vecs + 7 * (n + 1),
                     .gradient_alg = opt->optimizer != POPK_OPT_BOBYQA, .iter = opt->iter,
                     .iter_user = opt->iter_user};
     popk_error_clear(&c.err);
@@ -344,6 +514,19 @@ popk_estimate_result *popk_estimate(const popk_problem *prob, const popk_estimat
             nlopt_set_maxeval(c.opt, maxeval - c.calls > 1 ? maxeval - c.calls : 1);
             if (opt->optimizer == POPK_OPT_BOBYQA)
                 nlopt_set_initial_step1(c.opt, 0.1);
+            if (c.gradient_alg) {
+                outer_scale(&c, x);
+                if (c.fatal != POPK_OK) {
+                    nlopt_destroy(c.opt);
+                    if (err)
+                        *err = c.err;
+                    goto fail;
+                }
+            } else
+                for (int k = 0; k < n; k++) {
+                    c.centre[k] = 0.0;
+                    c.xscale[k] = 1.0;
+                }
             double fmin = HUGE_VAL;
             res = nlopt_optimize(c.opt, x, &fmin);
             nlopt_destroy(c.opt);
@@ -354,7 +537,7 @@ popk_estimate_result *popk_estimate(const popk_problem *prob, const popk_estimat
             }
             memcpy(x, c.x_best, (size_t)n * sizeof *x);
             popk_estimator_set_eta(est, c.eta_best);
-            if (c.user_stop || c.calls >= maxeval ||
+            if (c.user_stop || c.stalled || c.calls >= maxeval ||
                 (res != NLOPT_FAILURE && res != NLOPT_ROUNDOFF_LIMITED) ||
                 !(c.best < best_before - 1e-6))
                 break;
@@ -363,7 +546,7 @@ popk_estimate_result *popk_estimate(const popk_problem *prob, const popk_estimat
         /* ROUNDOFF_LIMITED after the restarts: no finite-difference descent is left, i.e. the
          * optimum to within the OFV's smoothness */
         if (c.user_stop || res == NLOPT_MAXEVAL_REACHED || res == NLOPT_MAXTIME_REACHED ||
-            (res < 0 && res != NLOPT_ROUNDOFF_LIMITED) || !isfinite(c.best))
+            (res < 0 && res != NLOPT_ROUNDOFF_LIMITED && !c.stalled) || !isfinite(c.best))
             r->status = POPK_ERR_NOCONV;
         popk_param_map_unpack(map, x, r->theta, r->omega, r->sigma);
         if (popk_estimator_pass(est, opt->method, r->theta, r->omega, r->sigma, 1, &r->ofv,
@@ -390,6 +573,7 @@ popk_estimate_result *popk_estimate(const popk_problem *prob, const popk_estimat
         goto fail;
     free(x);
     free(xt);
+    free(vecs);
     free(c.eta_best);
     free(c.x_best);
     popk_estimator_free(est);
@@ -397,6 +581,7 @@ popk_estimate_result *popk_estimate(const popk_problem *prob, const popk_estimat
 fail:
     free(x);
     free(xt);
+    free(vecs);
     free(c.eta_best);
     free(c.x_best);
     popk_estimate_result_free(r);
