@@ -49,6 +49,7 @@ struct popk_pred_ws {
     popk_dual Rseg[8];  /* inputs of the ODE segment being integrated */
     popk_dual t;        /* current time */
     popk_linsys lin;
+    popk_linprop *lin_prop; /* lin's propagators, by step length */
     double lin_cache[POPK_LIN_NPAR * (1 + POPK_DUAL_MAX)];
     int lin_valid;      /* lin was built from lin_cache (same nd) */
     popk_ode *ode;
@@ -105,6 +106,8 @@ popk_pred_ws *popk_pred_ws_new(const popk_model *m, popk_error *err)
         !ws->ev)
         goto nomem;
     ws->ode_ns = -1;
+    if (m->kind == POPK_STRUCT_LINEAR && !(ws->lin_prop = popk_linprop_new()))
+        goto nomem;
     return ws;
 nomem:
     popk_pred_ws_free(ws);
@@ -117,6 +120,7 @@ void popk_pred_ws_free(popk_pred_ws *ws)
     if (!ws)
         return;
     popk_ode_free(ws->ode);
+    popk_linprop_free(ws->lin_prop);
     free(ws->slots);
     free(ws->stack);
     free(ws->ode_slots);
@@ -248,6 +252,7 @@ static popk_status linear_setup(popk_pred_ws *ws, popk_error *err)
         s->k31 = p[POPK_LIN_K31];
         s->ka = m->lin_depot ? p[POPK_LIN_KA] : pd_const(0.0, nd);
     }
+    popk_linprop_set(ws->lin_prop, s);
     ws->lin_valid = 1;
     return POPK_OK;
 }
@@ -347,20 +352,7 @@ static popk_status advance(popk_pred_ws *ws, popk_dual *A, const popk_dual *R, p
     if (m->kind == POPK_STRUCT_NONE || dt.v <= 0.0)
         return POPK_OK;
     if (m->kind == POPK_STRUCT_LINEAR) {
-        int rc;
-        if (nd == 0) {
-            double a[8] = {0}, r[8] = {0};
-            for (int i = 0; i < n; i++) {
-                a[i] = A[i].v;
-                r[i] = R[i].v;
-            }
-            rc = popk_linsys_advance_d(&ws->lin, a, r, dt.v);
-            for (int i = 0; i < n; i++)
-                A[i].v = a[i];
-        } else {
-            rc = popk_linsys_advance(&ws->lin, A, R, dt);
-        }
-        if (rc != 0)
+        if (popk_linprop_advance(ws->lin_prop, A, R, &dt) != 0)
             return fail(ws, err, POPK_ERR_NUMERIC, "invalid linear compartment system",
                         t0.v);
         return POPK_OK;
