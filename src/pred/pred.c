@@ -145,9 +145,18 @@ static popk_dual slot_get(popk_pred_ws *ws, int slot)
     return pd_load(slot_ptr(ws, slot), ws->nd);
 }
 
+/* Store a dual as strided: an explicit loop, as 1 + nd is small (an inline memcpy of a
+ * variable length costs more than the copy itself). */
+static inline void put_dual(double *strided, const popk_dual *v, int nd)
+{
+    strided[0] = v->v;
+    for (int k = 0; k < nd; k++)
+        strided[1 + k] = v->d[k];
+}
+
 static void slot_put(popk_pred_ws *ws, int slot, const popk_dual *v)
 {
-    pd_store(slot_ptr(ws, slot), v, ws->nd);
+    put_dual(slot_ptr(ws, slot), v, ws->nd);
 }
 
 static void run_prog(popk_pred_ws *ws, const popk_prog *p)
@@ -528,9 +537,15 @@ static popk_status advance_to(popk_pred_ws *ws, double t_end, popk_error *err)
                 return st;
         }
     }
-    popk_dual tend = pd_const(t_end, nd);
-    popk_status st = advance(ws, ws->A, ws->R, ws->t, pd_sub(tend, ws->t, nd), err);
-    ws->t = tend;
+    /* t_end carries no partials; only the first nd of them are set (all that is read) */
+    popk_dual dt;
+    dt.v = t_end - ws->t.v;
+    for (int k = 0; k < nd; k++)
+        dt.d[k] = -ws->t.d[k];
+    popk_status st = advance(ws, ws->A, ws->R, ws->t, dt, err);
+    ws->t.v = t_end;
+    for (int k = 0; k < nd; k++)
+        ws->t.d[k] = 0.0;
     return st;
 }
 
@@ -965,13 +980,15 @@ popk_status popk_pred_subject(popk_pred_ws *ws, const popk_model *m, const popk_
         for (int c = 0; c < ncmt; c++)
             slot_put(ws, m->amt_slot + c, &ws->A[c]);
         double *ts = slot_ptr(ws, m->time_slot);
-        memset(ts, 0, sizeof(double) * (size_t)stride);
         ts[0] = rec->time;
+        for (int k = 0; k < nd; k++)
+            ts[1 + k] = 0.0;
         run_prog(ws, m->prog_out);
         double *o = ws->out + r * (size_t)nout * stride;
         for (int k = 0; k < nout; k++) {
-            memcpy(o + (size_t)k * stride, slot_ptr(ws, m->out[k].slot),
-                   sizeof(double) * (size_t)stride);
+            const double *src = slot_ptr(ws, m->out[k].slot);
+            for (int j = 0; j < stride; j++)
+                o[(size_t)k * stride + j] = src[j];
             if (!isfinite(o[(size_t)k * stride])) {
                 char msg[300];
                 snprintf(msg, sizeof msg, "output '%s' is not finite", m->out[k].name);
@@ -980,7 +997,7 @@ popk_status popk_pred_subject(popk_pred_ws *ws, const popk_model *m, const popk_
         }
         double *a = ws->amt + r * (size_t)ncmt * stride;
         for (int c = 0; c < ncmt; c++)
-            pd_store(a + (size_t)c * stride, &ws->A[c], nd);
+            put_dual(a + (size_t)c * stride, &ws->A[c], nd);
     }
     res->nrec = sub->n;
     res->nout = nout;
