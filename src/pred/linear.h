@@ -47,6 +47,31 @@ int popk_linsys_advance(const popk_linsys *s, popk_dual *A, const popk_dual *R, 
 /* Plain-double fast path with the same contract (s->nd ignored; uses .v of the constants). */
 int popk_linsys_advance_d(const popk_linsys *s, double *A, const double *R, double dt);
 
+/* A propagator cache for event loops. The per-system part of the closed form (eigenvalues
+ * with their partials, Newton basis matrices) is computed once by popk_linprop_set; the
+ * propagator of a step (amounts and, when inputs are running, inputs to amounts, with
+ * partials) is computed the first time that step length (value and partials) is used and
+ * kept for the last POPK_LINPROP_STEPS distinct steps, so that repeated steps (regular
+ * sampling, dosing intervals, steady-state cycles) cost a matrix-vector product.
+ * Results are bit for bit those of popk_linsys_advance (which runs the same code without
+ * the cache). One cache per thread: not thread-safe. */
+#define POPK_LINPROP_STEPS 16
+typedef struct popk_linprop popk_linprop;
+
+/* A new cache with no system (advances fail until popk_linprop_set); NULL when out of
+ * memory. popk_linprop_free(NULL) is a no-op. */
+popk_linprop *popk_linprop_new(void);
+void popk_linprop_free(popk_linprop *p);
+
+/* Use system s (copied; its nd is the number of directions of later advances) and forget
+ * the cached steps. A system popk_linsys_advance would refuse for every dt makes every
+ * later advance return -1 (popk_linsys_why(s, dt) says why). */
+void popk_linprop_set(popk_linprop *p, const popk_linsys *s);
+
+/* popk_linsys_advance with the cache: A (popk_linsys_n entries, nd directions) advanced by
+ * dt >= 0 under constant inputs R (NULL = none). Returns 0, or -1 as popk_linsys_advance. */
+int popk_linprop_advance(popk_linprop *p, popk_dual *A, const popk_dual *R, const popk_dual *dt);
+
 /* Why popk_linsys_advance (for s->nd directions) or popk_linsys_advance_d returns -1 on
  * (s, dt): a static English message, or NULL when it does not. */
 const char *popk_linsys_why(const popk_linsys *s, double dt);

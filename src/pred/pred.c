@@ -50,6 +50,7 @@ struct popk_pred_ws {
     popk_dual Rseg[8];  /* inputs of the ODE segment being integrated */
     popk_dual t;        /* current time */
     popk_linsys lin;
+    popk_linprop *lin_prop; /* lin's propagators, by step length */
     double lin_cache[POPK_LIN_NPAR * (1 + POPK_DUAL_MAX)];
     int lin_valid;      /* lin was built from lin_cache (same nd) */
     popk_ode *ode;
@@ -118,6 +119,8 @@ popk_pred_ws *popk_pred_ws_new(const popk_model *m, popk_error *err)
     ws->ode_ns = -1;
     ws->ode_method = POPK_CVODE_ADAMS;
     ws->smooth_until = -INFINITY;
+    if (m->kind == POPK_STRUCT_LINEAR && !(ws->lin_prop = popk_linprop_new()))
+        goto nomem;
     return ws;
 nomem:
     popk_pred_ws_free(ws);
@@ -131,6 +134,7 @@ void popk_pred_ws_free(popk_pred_ws *ws)
         return;
     popk_ode_free(ws->ode);
     popk_expm_free(ws->expm);
+    popk_linprop_free(ws->lin_prop);
     free(ws->slots);
     free(ws->stack);
     free(ws->ode_slots);
@@ -155,9 +159,18 @@ static popk_dual slot_get(popk_pred_ws *ws, int slot)
     return pd_load(slot_ptr(ws, slot), ws->nd);
 }
 
+/* Store a dual as strided: an explicit loop, as 1 + nd is small (an inline memcpy of a
+ * variable length costs more than the copy itself). */
+static inline void put_dual(double *strided, const popk_dual *v, int nd)
+{
+    strided[0] = v->v;
+    for (int k = 0; k < nd; k++)
+        strided[1 + k] = v->d[k];
+}
+
 static void slot_put(popk_pred_ws *ws, int slot, const popk_dual *v)
 {
-    pd_store(slot_ptr(ws, slot), v, ws->nd);
+    put_dual(slot_ptr(ws, slot), v, ws->nd);
 }
 
 static void run_prog(popk_pred_ws *ws, const popk_prog *p)
@@ -262,6 +275,7 @@ static popk_status linear_setup(popk_pred_ws *ws, popk_error *err)
         s->k31 = p[POPK_LIN_K31];
         s->ka = m->lin_depot ? p[POPK_LIN_KA] : pd_const(0.0, nd);
     }
+    popk_linprop_set(ws->lin_prop, s);
     ws->lin_valid = 1;
     return POPK_OK;
 }
@@ -401,20 +415,7 @@ static popk_status advance(popk_pred_ws *ws, popk_dual *A, const popk_dual *R, p
     if (m->kind == POPK_STRUCT_NONE || dt.v <= 0.0)
         return POPK_OK;
     if (m->kind == POPK_STRUCT_LINEAR) {
-        int rc;
-        if (nd == 0) {
-            double a[8] = {0}, r[8] = {0};
-            for (int i = 0; i < n; i++) {
-                a[i] = A[i].v;
-                r[i] = R[i].v;
-            }
-            rc = popk_linsys_advance_d(&ws->lin, a, r, dt.v);
-            for (int i = 0; i < n; i++)
-                A[i].v = a[i];
-        } else {
-            rc = popk_linsys_advance(&ws->lin, A, R, dt);
-        }
-        if (rc != 0)
+        if (popk_linprop_advance(ws->lin_prop, A, R, &dt) != 0)
             return fail(ws, err, POPK_ERR_NUMERIC, "invalid linear compartment system",
                         t0.v);
         return POPK_OK;
@@ -649,14 +650,20 @@ static popk_status advance_to(popk_pred_ws *ws, double t_end, popk_error *err)
                 return st;
         }
     }
-    popk_dual tend = pd_const(t_end, nd);
     int i = next_event(ws);
     ws->smooth_until = next_discontinuity(ws);
     if (i >= 0 && ws->ev[i].time.v < ws->smooth_until)
         ws->smooth_until = ws->ev[i].time.v;
-    popk_status st = advance(ws, ws->A, ws->R, ws->t, pd_sub(tend, ws->t, nd), err);
+    /* t_end carries no partials; only the first nd of them are set (all that is read) */
+    popk_dual dt;
+    dt.v = t_end - ws->t.v;
+    for (int k = 0; k < nd; k++)
+        dt.d[k] = -ws->t.d[k];
+    popk_status st = advance(ws, ws->A, ws->R, ws->t, dt, err);
     ws->smooth_until = -INFINITY;
-    ws->t = tend;
+    ws->t.v = t_end;
+    for (int k = 0; k < nd; k++)
+        ws->t.d[k] = 0.0;
     return st;
 }
 
@@ -1097,13 +1104,15 @@ popk_status popk_pred_subject(popk_pred_ws *ws, const popk_model *m, const popk_
         for (int c = 0; c < ncmt; c++)
             slot_put(ws, m->amt_slot + c, &ws->A[c]);
         double *ts = slot_ptr(ws, m->time_slot);
-        memset(ts, 0, sizeof(double) * (size_t)stride);
         ts[0] = rec->time;
+        for (int k = 0; k < nd; k++)
+            ts[1 + k] = 0.0;
         run_prog(ws, m->prog_out);
         double *o = ws->out + r * (size_t)nout * stride;
         for (int k = 0; k < nout; k++) {
-            memcpy(o + (size_t)k * stride, slot_ptr(ws, m->out[k].slot),
-                   sizeof(double) * (size_t)stride);
+            const double *src = slot_ptr(ws, m->out[k].slot);
+            for (int j = 0; j < stride; j++)
+                o[(size_t)k * stride + j] = src[j];
             if (!isfinite(o[(size_t)k * stride])) {
                 char msg[300];
                 snprintf(msg, sizeof msg, "output '%s' is not finite", m->out[k].name);
@@ -1112,7 +1121,7 @@ popk_status popk_pred_subject(popk_pred_ws *ws, const popk_model *m, const popk_
         }
         double *a = ws->amt + r * (size_t)ncmt * stride;
         for (int c = 0; c < ncmt; c++)
-            pd_store(a + (size_t)c * stride, &ws->A[c], nd);
+            put_dual(a + (size_t)c * stride, &ws->A[c], nd);
     }
     res->nrec = sub->n;
     res->nout = nout;

@@ -1,5 +1,6 @@
-/* Benchmark of pred/linear: nanoseconds per advance (doubles, and duals with nd = 3) for
- * every system shape, bolus-only and with a zero-order input. Not a test; see bench/linear.sh. */
+/* Benchmark of pred/linear: nanoseconds per uncached advance (doubles, and duals with nd = 3)
+ * for every system shape, bolus-only and with a zero-order input; then an ACOP-sized run
+ * uncached and through the propagator cache. Not a test; see bench/linear.sh. */
 #include "pred/linear.h"
 
 #include <stdio.h>
@@ -126,6 +127,39 @@ int main(void)
     }
     printf("%d x %d records, 2-cmt + depot: %.3f ms doubles, %.3f ms duals (nd = 5)\n",
            SUBJECTS, RECORDS, best_d, best_dual);
+
+    /* The same through the propagator cache as the event loop uses it (one system per
+     * subject), with the ACOP pattern of step lengths (repeats) and with every step new. */
+    popk_linprop *cache = popk_linprop_new();
+    if (!cache)
+        return 1;
+    printf("%-34s %14s %14s\n", "  through popk_linprop, ms", "doubles", "duals nd=5");
+    for (int fresh = 0; fresh <= 1; fresh++) {
+        double best[2] = {1e300, 1e300};
+        for (int rep = 0; rep < REPEATS; rep++)
+            for (int dual = 0; dual <= 1; dual++) {
+                s.nd = dual ? nd5 : 0;
+                double t0 = now_ns();
+                for (int subject = 0; subject < SUBJECTS; subject++) {
+                    popk_linprop_set(cache, &s);
+                    popk_dual A[3] = {pd_const(0, nd5), pd_const(0, nd5), pd_const(0, nd5)};
+                    for (int record = 0; record < RECORDS; record++) {
+                        if (record % 12 == 0)
+                            A[0].v += 100;
+                        double step = fresh ? 0.25 + 1e-3 * (record + RECORDS * subject)
+                                            : steps[record % 12];
+                        popk_dual dt = pd_const(step, nd5);
+                        popk_linprop_advance(cache, A, NULL, &dt);
+                    }
+                    sink += A[1].v;
+                }
+                double ms = (now_ns() - t0) * 1e-6;
+                best[dual] = ms < best[dual] ? ms : best[dual];
+            }
+        printf("  %-32s %14.3f %14.3f\n", fresh ? "every step new" : "12 step lengths per subject",
+               best[0], best[1]);
+    }
+    popk_linprop_free(cache);
     (void)sink;
     return 0;
 }

@@ -1,5 +1,6 @@
 /* Tests for pred/linear: closed forms against a long-double matrix exponential, semigroup,
- * mass balance, textbook formulas, dual derivatives against finite differences, bad input. */
+ * mass balance, textbook formulas, dual derivatives against finite differences, bad input,
+ * the propagator cache against the uncached advance. */
 #include "pred/linear.h"
 
 #include "common/popk_test.h"
@@ -752,6 +753,90 @@ static void test_invalid(void)
     CU_ASSERT(rel_err(Av[0], exp(-0.4)) < 1e-15);
 }
 
+/* The cache is transparent: a sequence of advances through popk_linprop (repeated steps,
+ * fresh steps beyond its capacity, the same step length with other partials, inputs
+ * switching on for a cached step, a change of system) gives bit for bit what the uncached
+ * advance gives, for direction counts with a specialised path and without one. */
+static void test_cache_matches_uncached(void)
+{
+    const int counts[] = {0, 3, 7, 11};
+    popk_linprop *cache = popk_linprop_new();
+    CU_ASSERT_PTR_NOT_NULL_FATAL(cache);
+    int mismatches = 0, advances = 0;
+    for (int ncmt = 1; ncmt <= 3; ncmt++)
+        for (int depot = 0; depot <= 1; depot++)
+            for (size_t c = 0; c < sizeof counts / sizeof counts[0]; c++) {
+                const int nd = counts[c];
+                popk_linsys s = random_system(ncmt, depot);
+                s.nd = nd;
+                popk_dual *k[6] = {&s.k10, &s.k12, &s.k21, &s.k13, &s.k31, &s.ka};
+                for (int p = 0; p < 6; p++) {
+                    *k[p] = pd_const(k[p]->v, nd);
+                    for (int q = 0; q < nd; q++)
+                        k[p]->d[q] = uniform() - 0.5;
+                }
+                const int n = popk_linsys_n(&s);
+                popk_dual cached[NMAX], plain[NMAX], R[NMAX];
+                for (int i = 0; i < n; i++) {
+                    cached[i] = pd_const(100 * uniform(), nd);
+                    R[i] = pd_const(0.0, nd);
+                }
+                popk_linprop_set(cache, &s);
+                const double pool[4] = {0.25, 1.0, 12.0, 24.0};
+                for (int step = 0; step < 80; step++) {
+                    if (step == 50) { /* another system: nothing cached may be reused */
+                        s.k10.v *= 1.5;
+                        popk_linprop_set(cache, &s);
+                    }
+                    popk_dual dt = pd_const(step % 3 ? pool[step % 4] : log_uniform(0.01, 30), nd);
+                    if (nd > 0 && step % 7 == 0)
+                        dt.d[step % nd] = 1.0; /* a known length with partials: a new step */
+                    const popk_dual *input = step % 5 == 0 ? NULL : R;
+                    for (int i = 0; i < n; i++) {
+                        R[i] = pd_const(step % 4 == 1 && uniform() < 0.5 ? 10 * uniform() : 0.0, nd);
+                        if (i == 0 && step % 3 == 0)
+                            cached[i].v += 50; /* a dose */
+                        plain[i] = cached[i];
+                    }
+                    CU_ASSERT_EQUAL_FATAL(popk_linprop_advance(cache, cached, input, &dt), 0);
+                    CU_ASSERT_EQUAL_FATAL(popk_linsys_advance(&s, plain, input, dt), 0);
+                    for (int i = 0; i < n; i++)
+                        if (cached[i].v != plain[i].v ||
+                            memcmp(cached[i].d, plain[i].d, sizeof(double) * (size_t)nd))
+                            mismatches++;
+                    advances++;
+                }
+            }
+    printf("%d advances ", advances);
+    CU_ASSERT_EQUAL(mismatches, 0);
+
+    /* refusals: no system yet, an invalid system, a bad step; amounts untouched */
+    popk_linprop *fresh = popk_linprop_new();
+    CU_ASSERT_PTR_NOT_NULL_FATAL(fresh);
+    popk_dual A[4] = {pd_const(1, 1), pd_const(2, 1), pd_const(3, 1), pd_const(4, 1)};
+    popk_dual dt = pd_const(1.0, 1), bad_dt = pd_const(-1.0, 1);
+    CU_ASSERT_EQUAL(popk_linprop_advance(fresh, A, NULL, &dt), -1);
+    popk_linsys s = make_system(2, 0, 0.4, 0.0, 0.4, 0, 0, 0); /* repeated eigenvalue */
+    s.nd = 1;
+    s.k10.d[0] = 1;
+    popk_linprop_set(fresh, &s);
+    CU_ASSERT_EQUAL(popk_linprop_advance(fresh, A, NULL, &dt), -1);
+    s.k10.v = -1;
+    popk_linprop_set(fresh, &s);
+    CU_ASSERT_EQUAL(popk_linprop_advance(fresh, A, NULL, &dt), -1);
+    s = make_system(2, 1, 0.2, 0.5, 0.3, 0, 0, 1.5);
+    s.nd = 1;
+    popk_linprop_set(fresh, &s);
+    CU_ASSERT_EQUAL(popk_linprop_advance(fresh, A, NULL, &bad_dt), -1);
+    for (int i = 0; i < 4; i++)
+        CU_ASSERT_EQUAL(A[i].v, i + 1.0);
+    CU_ASSERT_EQUAL(popk_linprop_advance(fresh, A, NULL, &dt), 0);
+    CU_ASSERT(A[0].v < 1.0);
+    popk_linprop_free(fresh);
+    popk_linprop_free(cache);
+    popk_linprop_free(NULL);
+}
+
 int main(void)
 {
     if (CU_initialize_registry() != CUE_SUCCESS)
@@ -769,5 +854,6 @@ int main(void)
     CU_add_test(s, "dual at zero step", test_dual_at_zero_step);
     CU_add_test(s, "from clearances", test_from_clearances);
     CU_add_test(s, "invalid input", test_invalid);
+    CU_add_test(s, "cache matches uncached", test_cache_matches_uncached);
     return popk_test_run();
 }
