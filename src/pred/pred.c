@@ -406,6 +406,22 @@ static popk_status expm_advance(popk_pred_ws *ws, popk_dual *A, const popk_dual 
     return POPK_OK;
 }
 
+/* Initial sensitivities of a segment starting at t0 from A: the amounts' partials, shifted
+ * by -f(A) d(t0) because starting later moves the trajectory. Non-zero when f is not finite. */
+static int ode_start_sens(popk_pred_ws *ws, const popk_dual *A, popk_dual t0, double *s)
+{
+    int n = ws->n, nd = ws->nd, need_shift = 0;
+    double f[8] = {0};
+    for (int k = 0; k < nd; k++)
+        need_shift |= t0.d[k] != 0.0;
+    if (need_shift && ode_f(ws, t0.v, A, f) != 0)
+        return -1;
+    for (int k = 0; k < nd; k++)
+        for (int i = 0; i < n; i++)
+            s[k * n + i] = A[i].d[k] - f[i] * t0.d[k];
+    return 0;
+}
+
 /* Advance amounts A from time t0 over dt with the inputs R (all duals). */
 static popk_status advance(popk_pred_ws *ws, popk_dual *A, const popk_dual *R, popk_dual t0,
                            popk_dual dt, popk_error *err)
@@ -440,17 +456,8 @@ static popk_status advance(popk_pred_ws *ws, popk_dual *A, const popk_dual *R, p
     double y[8], s[8 * POPK_DUAL_MAX], f[8] = {0};
     for (int i = 0; i < n; i++)
         y[i] = A[i].v;
-    if (nd > 0 && !cont) {
-        /* Starting later by dt0 shifts the trajectory: ds = -f(x0) d(t0). */
-        int need_shift = 0;
-        for (int k = 0; k < nd; k++)
-            need_shift |= t0.d[k] != 0.0;
-        if (need_shift && ode_f(ws, t0.v, A, f) != 0)
-            return fail(ws, err, POPK_ERR_SOLVER, "non-finite ODE right-hand side", t0.v);
-        for (int k = 0; k < nd; k++)
-            for (int i = 0; i < n; i++)
-                s[k * n + i] = A[i].d[k] - (need_shift ? f[i] * t0.d[k] : 0.0);
-    }
+    if (nd > 0 && !cont && ode_start_sens(ws, A, t0, s) != 0)
+        return fail(ws, err, POPK_ERR_SOLVER, "non-finite ODE right-hand side", t0.v);
     ws->segment_failed = 0;
     popk_error e2;
     popk_error_clear(&e2);
@@ -465,16 +472,8 @@ static popk_status advance(popk_pred_ws *ws, popk_dual *A, const popk_dual *R, p
         ws->ode_method = POPK_CVODE_BDF;
         ode_use_method(ws, POPK_CVODE_BDF);
         memcpy(y, y0, sizeof(double) * (size_t)n);
-        if (nd > 0) {
-            int need_shift = 0;
-            for (int k = 0; k < nd; k++)
-                need_shift |= t0.d[k] != 0.0;
-            if (need_shift && ode_f(ws, t0.v, A, f) != 0)
-                return fail(ws, err, POPK_ERR_SOLVER, "non-finite ODE right-hand side", t0.v);
-            for (int k = 0; k < nd; k++)
-                for (int i = 0; i < n; i++)
-                    s[k * n + i] = A[i].d[k] - (need_shift ? f[i] * t0.d[k] : 0.0);
-        }
+        if (nd > 0 && ode_start_sens(ws, A, t0, s) != 0)
+            return fail(ws, err, POPK_ERR_SOLVER, "non-finite ODE right-hand side", t0.v);
         ws->segment_failed = 0;
         popk_error_clear(&e2);
         ok = popk_ode_reset(ws->ode, t0.v, y, nd ? s : NULL, &e2) == POPK_OK &&
