@@ -1598,10 +1598,16 @@ static popk_status compile_all(ctx *c)
                 return st;
     if (m->kind == POPK_STRUCT_ODE && (st = classify_odes(c)))
         return st;
-    for (int i = 0; i < m->nout; i++)
+    for (int i = 0; i < m->nout; i++) {
         if ((st = check_names(c, c->out_expr[i], CTX_OUT, i)) ||
             (st = compile(c, &m->prog_out, m->out[i].slot, c->out_expr[i])))
             return st;
+        popk_error why;
+        int r = popk_expr_affine(c->out_expr[i], rhs_role, c, &why);
+        if (r < 0)
+            return nomem(c);
+        m->out[i].affine = r;
+    }
     for (int i = 0; i < m->nderived; i++)
         if ((st = check_names(c, c->der_expr[i], CTX_DERIVED, i)) ||
             (st = compile(c, &m->prog_out, m->derived_slot[i], c->der_expr[i])))

@@ -58,6 +58,7 @@ typedef struct {
     int sig_a, sig_b, sig_c;/* indices into model->sigma, -1 when unused */
     int line;
     char *text;             /* the value expression as written */
+    int affine;             /* value affine in the amounts, coefficients free of time */
 } popk_output;
 
 typedef enum { POPK_STRUCT_NONE, POPK_STRUCT_LINEAR, POPK_STRUCT_ODE } popk_struct_kind;
