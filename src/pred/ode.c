@@ -2,17 +2,18 @@
  * sensitivities.
  *
  * Design choices (why):
- * - Two methods: BDF (the default; stiff problems) and Adams-Moulton (popk_ode_set_method).
- *   On the non-stiff compartment models of ACOP, Adams needs about half the steps of BDF at
- *   the same tolerances (Oral_1CPTMM, rtol 1e-8, 4 directions: 363 against 663 steps per
- *   subject) and its sensitivities are more accurate. Each method has its own CVODES memory,
- *   built when first used and kept, so switching at a reset allocates at most once.
+ * - Two methods: BDF (stiff problems) and Adams-Moulton (popk_ode_set_method; the caller's
+ *   default for non-stiff systems, with BDF as its fallback). On the non-stiff compartment
+ *   models of ACOP, Adams needs about half the steps of BDF at the same tolerances
+ *   (Oral_1CPTMM, rtol 1e-8, 4 directions: 363 against 663 steps per subject) and its
+ *   sensitivities are more accurate. Adams integrates the augmented system (see the engines
+ *   below); BDF uses CVODES' sensitivity module.
  * - One solver (context, CVODES memory, vectors, matrix, linear solver) is built once in
  *   popk_ode_new and reused: a reset is CVodeReInit/CVodeSensReInit, which only rewrites the
  *   Nordsieck history, so a dose costs no allocation.
  * - Sensitivity right-hand sides use the all-directions form (CVodeSensInit with a
  *   CVSensRhsFn): one model evaluation gives J and every df/dq_k, then s_k' = J s_k + df/dq_k.
- * - The staggered corrector (CV_STAGGERED): the state Newton iteration converges first, and
+ * - BDF: the staggered corrector (CV_STAGGERED): the state Newton iteration converges first, and
  *   only then are the sensitivities corrected (linear equations: about one iteration). The
  *   sensitivity callback (dual numbers in the model, the costly one) thus never runs for a
  *   state iteration that fails or needs more passes; the simultaneous corrector calls it at
@@ -51,6 +52,24 @@ _Static_assert(sizeof(popk_sunreal) == sizeof(double),
  * max_steps, and report "too much work" instead of the NaN. */
 #define ODE_NONFINITE_RETRIES 10
 
+/* CVODES memories, built when first used and kept:
+ * - ODE_BDF: BDF with CVODES' staggered forward sensitivities (stiff systems);
+ * - ODE_ADAMS_SENS: Adams-Moulton on the augmented system [y; s_1; ...; s_ns] of n (1 + ns)
+ *   states, s_k' = J s_k + df/dq_k (non-stiff systems with sensitivities);
+ * - ODE_ADAMS_PLAIN: Adams-Moulton on y alone (no directions, or sensitivities off).
+ * Why the augmented system for Adams: on the 2-state systems of compartment models CVODES
+ * spends most of its time in per-vector bookkeeping (N_Vector operations on vectors of two
+ * entries, repeated for the state and for every sensitivity vector, with their own corrector
+ * and error test): 85% of an ACOP Oral_1CPTMM objective pass. One vector of n (1 + ns)
+ * entries has the bookkeeping of one: that pass went from 3.3 s to 2.1 s CPU, at the same
+ * number of steps (the error test covers the sensitivities, as CVodeSetSensErrCon does, with
+ * the same rtol and atol). The corrector is Newton with a block-diagonal matrix (J in every
+ * block, ode_jac_aug). Fixed-point iteration (no matrix at all) was tried and rejected: its
+ * unconverged iteration error in components that have decayed to the atol level (a depot's
+ * sensitivity after absorption) enters the local error estimate and pins the step size:
+ * 3,013 steps against 408 for one ACOP subject over 72 h. */
+enum { ODE_BDF = 0, ODE_ADAMS_SENS = 1, ODE_ADAMS_PLAIN = 2, ODE_ENGINES = 3 };
+
 /* What went wrong inside a callback, kept for the error message. */
 typedef struct {
     int status;        /* user callback status (0: none recorded) */
@@ -81,14 +100,18 @@ struct popk_ode {
         void *cvode;
         SUNMatrix newton_matrix;
         SUNLinearSolver linear_solver;
-    } engine[2];       /* [POPK_CVODE_BDF], [POPK_CVODE_ADAMS]; NULL until first used */
-    int method;        /* active */
+        SUNNonlinearSolver nls; /* Adams engines: fixed-point iteration */
+        N_Vector v;             /* Adams engines: [y; s_1; ...; s_ns] or y alone */
+    } engine[ODE_ENGINES]; /* NULL until first used */
+    int active;        /* engine in use */
+    int method;        /* its method */
     int method_wanted; /* popk_ode_set_method; applied at the next reset */
     N_Vector y;   /* state at time t */
     N_Vector *ys; /* sensitivities at time t (ns vectors) */
 
     double *jac;       /* n*n row-major, filled by the callback */
     double *dfdq;      /* ns*n */
+    double *ydot_scratch; /* n */
     double *atol_sens; /* ns copies of atol (CVodeSensSStolerances takes an array) */
 
     double t;        /* time of y and ys */
@@ -219,15 +242,86 @@ static int ode_fs(int ns, popk_sunreal t, N_Vector y, N_Vector ydot, N_Vector *y
     return 0;
 }
 
+/* Right-hand side of the augmented system of ODE_ADAMS_SENS: [f(y); J s_k + df/dq_k]. */
+static int ode_f_aug(popk_sunreal t, N_Vector Y, N_Vector Ydot, void *data)
+{
+    popk_ode *o = data;
+    int n = o->n, ns = o->ns;
+    const double *y = N_VGetArrayPointer(Y);
+    double *ydot = N_VGetArrayPointer(Ydot);
+    o->stats.sens_rhs_evals++;
+    memset(o->jac, 0, sizeof(double) * (size_t)n * (size_t)n);
+    memset(o->dfdq, 0, sizeof(double) * (size_t)ns * (size_t)n);
+    int rc = o->rhs(t, y, ydot, o->jac, o->dfdq, o->user);
+    if (rc != 0)
+        return ode_user_failure(o, t, rc, ode_where_rhs);
+    rc = ode_check_finite(o, t, ydot, n, 1, ode_where_rhs);
+    if (rc != 0)
+        return rc;
+    for (int k = 0; k < ns; k++) {
+        const double *sk = y + (size_t)(k + 1) * (size_t)n;
+        double *sdot = ydot + (size_t)(k + 1) * (size_t)n;
+        const double *partial = o->dfdq + (size_t)k * (size_t)n;
+        for (int i = 0; i < n; i++) {
+            const double *jrow = o->jac + (size_t)i * (size_t)n;
+            double acc = partial[i];
+            for (int j = 0; j < n; j++)
+                acc += jrow[j] * sk[j];
+            sdot[i] = acc;
+        }
+        rc = ode_check_finite(o, t, sdot, n, 1, ode_where_sensitivity);
+        if (rc != 0) {
+            o->problem.col = k;
+            return rc;
+        }
+    }
+    return 0;
+}
+
+/* Newton matrix of the augmented system: block diagonal with J in every block. The exact
+ * Jacobian has d(J s_k)/dy below the diagonal; leaving it out only slows the corrector's
+ * convergence on the sensitivity rows (they are linear in s), as in CVODES' simultaneous
+ * corrector, which makes the same approximation. */
+static int ode_jac_aug(popk_sunreal t, N_Vector y, N_Vector fy, SUNMatrix jm, void *data,
+                       N_Vector tmp1, N_Vector tmp2, N_Vector tmp3)
+{
+    (void)fy;
+    (void)tmp1;
+    (void)tmp2;
+    (void)tmp3;
+    popk_ode *o = data;
+    o->stats.jac_evals++;
+    int n = o->n;
+    memset(o->jac, 0, sizeof(double) * (size_t)n * (size_t)n);
+    int rc = o->rhs(t, N_VGetArrayPointer(y), o->ydot_scratch, o->jac, NULL, o->user);
+    if (rc != 0)
+        return ode_user_failure(o, t, rc, ode_where_jacobian);
+    rc = ode_check_finite(o, t, o->jac, n, n, ode_where_jacobian);
+    if (rc != 0)
+        return rc;
+    SUNMatZero(jm);
+    for (int b = 0; b <= o->ns; b++)
+        for (int j = 0; j < n; j++) {
+            popk_sunreal *column = SUNDenseMatrix_Column(jm, (sunindextype)(b * n + j));
+            for (int i = 0; i < n; i++)
+                column[b * n + i] = o->jac[(size_t)i * (size_t)n + (size_t)j];
+        }
+    return 0;
+}
+
 static void ode_release(popk_ode *o)
 {
-    for (int e = 0; e < 2; e++) {
+    for (int e = 0; e < ODE_ENGINES; e++) {
         if (o->engine[e].cvode)
             CVodeFree(&o->engine[e].cvode);
         if (o->engine[e].linear_solver)
             SUNLinSolFree(o->engine[e].linear_solver);
         if (o->engine[e].newton_matrix)
             SUNMatDestroy(o->engine[e].newton_matrix);
+        if (o->engine[e].nls)
+            SUNNonlinSolFree(o->engine[e].nls);
+        if (o->engine[e].v)
+            N_VDestroy(o->engine[e].v);
     }
     if (o->ys)
         N_VDestroyVectorArray(o->ys, o->ns);
@@ -236,6 +330,7 @@ static void ode_release(popk_ode *o)
     if (o->ctx)
         SUNContext_Free(&o->ctx);
     free(o->jac);
+    free(o->ydot_scratch);
     free(o->dfdq);
     free(o->atol_sens);
     free(o);
@@ -261,13 +356,14 @@ static popk_ode *ode_new_fail(popk_ode *o, popk_error *err, popk_status code, co
 }
 
 /* Apply rtol, atol (also to sensitivities) and max_steps to one CVODES memory. */
-static int ode_apply_settings_to(popk_ode *o, void *cvode)
+static int ode_apply_settings_to(popk_ode *o, int e)
 {
+    void *cvode = o->engine[e].cvode;
     if (CVodeSStolerances(cvode, o->rtol, o->atol) != CV_SUCCESS)
         return -1;
     if (CVodeSetMaxNumSteps(cvode, o->max_steps) != CV_SUCCESS)
         return -1;
-    if (o->ns > 0) {
+    if (e == ODE_BDF && o->ns > 0) {
         for (int k = 0; k < o->ns; k++)
             o->atol_sens[k] = o->atol;
         if (CVodeSensSStolerances(cvode, o->rtol, o->atol_sens) != CV_SUCCESS)
@@ -279,36 +375,67 @@ static int ode_apply_settings_to(popk_ode *o, void *cvode)
 /* ... to every CVODES memory built so far. */
 static int ode_apply_settings(popk_ode *o)
 {
-    for (int e = 0; e < 2; e++)
-        if (o->engine[e].cvode && ode_apply_settings_to(o, o->engine[e].cvode) != 0)
+    for (int e = 0; e < ODE_ENGINES; e++)
+        if (o->engine[e].cvode && ode_apply_settings_to(o, e) != 0)
             return -1;
     return 0;
 }
 
-/* Build the CVODES memory of one method (POPK_CVODE_BDF or POPK_CVODE_ADAMS) with its Newton
- * matrix, dense linear solver, Jacobian, sensitivities and current settings. On failure
- * names the step in *what with its flag, and returns its status (the parts built stay in
- * the engine slot and are freed with the solver). */
-static popk_status ode_build_engine(popk_ode *o, int method, const char **what, int *flag)
+/* Build the CVODES memory of engine e (ODE_BDF: Newton matrix, dense linear solver, Jacobian
+ * and staggered sensitivities; ODE_ADAMS_*: fixed-point iteration on its own vector) with the
+ * current settings. On failure names the step in *what with its flag, and returns its status
+ * (the parts built stay in the engine slot and are freed with the solver). */
+static popk_status ode_build_engine(popk_ode *o, int e, const char **what, int *flag)
 {
     int n = o->n, ns = o->ns;
     *flag = 0;
-    void *cvode = CVodeCreate(method == POPK_CVODE_ADAMS ? CV_ADAMS : CV_BDF, o->ctx);
-    o->engine[method].cvode = cvode;
+    void *cvode = CVodeCreate(e == ODE_BDF ? CV_BDF : CV_ADAMS, o->ctx);
+    o->engine[e].cvode = cvode;
     if (!cvode)
         return *what = "CVodeCreate", POPK_ERR_NOMEM;
     if (popk_sun_silence(o->ctx, cvode, &o->sink) != 0)
         return *what = "installing the error handler", POPK_ERR_SOLVER;
+    if (e != ODE_BDF) {
+        int len = e == ODE_ADAMS_SENS ? n * (1 + ns) : n;
+        N_Vector v = N_VNew_Serial((sunindextype)len, o->ctx);
+        o->engine[e].v = v;
+        if (!v)
+            return *what = "N_VNew_Serial", POPK_ERR_NOMEM;
+        N_VConst(0.0, v);
+        if (N_VEnableFusedOps_Serial(v, 1) != 0)
+            return *what = "N_VEnableFusedOps_Serial", POPK_ERR_SOLVER;
+        if ((*flag = CVodeInit(cvode, e == ODE_ADAMS_SENS ? ode_f_aug : ode_f, 0.0, v)) !=
+            CV_SUCCESS)
+            return *what = "CVodeInit", POPK_ERR_SOLVER;
+        if ((*flag = CVodeSetUserData(cvode, o)) != CV_SUCCESS)
+            return *what = "CVodeSetUserData", POPK_ERR_SOLVER;
+        SUNMatrix matrix = SUNDenseMatrix((sunindextype)len, (sunindextype)len, o->ctx);
+        o->engine[e].newton_matrix = matrix;
+        if (!matrix)
+            return *what = "SUNDenseMatrix", POPK_ERR_NOMEM;
+        SUNLinearSolver solver = SUNLinSol_Dense(v, matrix, o->ctx);
+        o->engine[e].linear_solver = solver;
+        if (!solver)
+            return *what = "SUNLinSol_Dense", POPK_ERR_NOMEM;
+        if ((*flag = CVodeSetLinearSolver(cvode, solver, matrix)) != CV_SUCCESS)
+            return *what = "CVodeSetLinearSolver", POPK_ERR_SOLVER;
+        if ((*flag = CVodeSetJacFn(cvode, e == ODE_ADAMS_SENS ? ode_jac_aug : ode_jac)) !=
+            CV_SUCCESS)
+            return *what = "CVodeSetJacFn", POPK_ERR_SOLVER;
+        if (ode_apply_settings_to(o, e) != 0)
+            return *what = "setting tolerances", POPK_ERR_SOLVER;
+        return POPK_OK;
+    }
     if ((*flag = CVodeInit(cvode, ode_f, 0.0, o->y)) != CV_SUCCESS)
         return *what = "CVodeInit", POPK_ERR_SOLVER;
     if ((*flag = CVodeSetUserData(cvode, o)) != CV_SUCCESS)
         return *what = "CVodeSetUserData", POPK_ERR_SOLVER;
     SUNMatrix matrix = SUNDenseMatrix((sunindextype)n, (sunindextype)n, o->ctx);
-    o->engine[method].newton_matrix = matrix;
+    o->engine[e].newton_matrix = matrix;
     if (!matrix)
         return *what = "SUNDenseMatrix", POPK_ERR_NOMEM;
     SUNLinearSolver solver = SUNLinSol_Dense(o->y, matrix, o->ctx);
-    o->engine[method].linear_solver = solver;
+    o->engine[e].linear_solver = solver;
     if (!solver)
         return *what = "SUNLinSol_Dense", POPK_ERR_NOMEM;
     if ((*flag = CVodeSetLinearSolver(cvode, solver, matrix)) != CV_SUCCESS)
@@ -321,23 +448,32 @@ static popk_status ode_build_engine(popk_ode *o, int method, const char **what, 
         if ((*flag = CVodeSetSensErrCon(cvode, 1)) != CV_SUCCESS)
             return *what = "CVodeSetSensErrCon", POPK_ERR_SOLVER;
     }
-    if (ode_apply_settings_to(o, cvode) != 0)
+    if (ode_apply_settings_to(o, e) != 0)
         return *what = "setting tolerances", POPK_ERR_SOLVER;
     return POPK_OK;
 }
 
-/* Make method the active one (building its memory if needed). */
-static popk_status ode_activate(popk_ode *o, int method, const char **what, int *flag)
+/* The engine for a method with sensitivities on or off. */
+static int ode_engine_for(const popk_ode *o, int method, int sens)
 {
-    if (!o->engine[method].cvode) {
-        popk_status st = ode_build_engine(o, method, what, flag);
+    if (method == POPK_CVODE_BDF)
+        return ODE_BDF;
+    return sens && o->ns > 0 ? ODE_ADAMS_SENS : ODE_ADAMS_PLAIN;
+}
+
+/* Make engine e the active one (building its memory if needed). */
+static popk_status ode_activate(popk_ode *o, int e, const char **what, int *flag)
+{
+    if (!o->engine[e].cvode) {
+        popk_status st = ode_build_engine(o, e, what, flag);
         if (st != POPK_OK)
             return st;
     }
-    o->method = method;
-    o->cvode = o->engine[method].cvode;
-    o->newton_matrix = o->engine[method].newton_matrix;
-    o->linear_solver = o->engine[method].linear_solver;
+    o->active = e;
+    o->method = e == ODE_BDF ? POPK_CVODE_BDF : POPK_CVODE_ADAMS;
+    o->cvode = o->engine[e].cvode;
+    o->newton_matrix = o->engine[e].newton_matrix;
+    o->linear_solver = o->engine[e].linear_solver;
     return POPK_OK;
 }
 
@@ -365,11 +501,12 @@ popk_ode *popk_ode_new(int n, int ns, popk_ode_rhs rhs, void *user, popk_error *
     o->sink.user = o;
 
     o->jac = calloc((size_t)n * (size_t)n, sizeof(double));
+    o->ydot_scratch = calloc((size_t)n, sizeof(double));
     if (ns > 0) {
         o->dfdq = calloc((size_t)ns * (size_t)n, sizeof(double));
         o->atol_sens = calloc((size_t)ns, sizeof(double));
     }
-    if (!o->jac || (ns > 0 && (!o->dfdq || !o->atol_sens)))
+    if (!o->jac || !o->ydot_scratch || (ns > 0 && (!o->dfdq || !o->atol_sens)))
         return ode_new_fail(o, err, POPK_ERR_NOMEM, "out of memory", 0);
 
     if (popk_sun_context_create(&o->ctx) != 0)
@@ -391,7 +528,7 @@ popk_ode *popk_ode_new(int n, int ns, popk_ode_rhs rhs, void *user, popk_error *
     }
     const char *what = "";
     int flag = 0;
-    popk_status st = ode_activate(o, POPK_CVODE_BDF, &what, &flag);
+    popk_status st = ode_activate(o, ODE_BDF, &what, &flag);
     if (st != POPK_OK)
         return ode_new_fail(o, err, st, what, flag);
     o->method_wanted = POPK_CVODE_BDF;
@@ -463,14 +600,38 @@ popk_status popk_ode_reset(popk_ode *o, double t0, const double *y0, const doubl
     if (CVodeGetNumSteps(o->cvode, &steps) == CV_SUCCESS)
         o->stats.steps += steps; /* CVodeReInit zeroes the solver's counter */
     int flag = 0;
-    if (o->method_wanted != o->method) {
+    int e = ode_engine_for(o, o->method_wanted, sens > 0);
+    if (e != o->active) {
         const char *what = "";
-        popk_status st = ode_activate(o, o->method_wanted, &what, &flag);
+        popk_status st = ode_activate(o, e, &what, &flag);
         if (st != POPK_OK)
             return popk_error_set(err, st, NULL, 0, 0,
                                   "ODE reset at t = %.10g: switching the method failed: %s "
                                   "(flag %d) [CVODES: %s]",
                                   t0, what, flag, o->solver_message);
+    }
+    if (e != ODE_BDF) {
+        /* the augmented vector [y0; s0] (zero sensitivities without s0) */
+        double *v = N_VGetArrayPointer(o->engine[e].v);
+        memcpy(v, y0, sizeof(double) * (size_t)o->n);
+        if (e == ODE_ADAMS_SENS) {
+            size_t len = (size_t)o->ns * (size_t)o->n;
+            if (s0)
+                memcpy(v + o->n, s0, sizeof(double) * len);
+            else
+                memset(v + o->n, 0, sizeof(double) * len);
+        }
+        memcpy(N_VGetArrayPointer(o->y), y0, sizeof(double) * (size_t)o->n);
+        flag = CVodeReInit(o->cvode, t0, o->engine[e].v);
+        if (flag != CV_SUCCESS)
+            return popk_error_set(err, POPK_ERR_SOLVER, NULL, 0, 0,
+                                  "ODE reset at t = %.10g failed: %s [CVODES: %s]", t0,
+                                  CVodeGetReturnFlagName(flag), o->solver_message);
+        o->sens_active = sens;
+        o->t = t0;
+        o->ready = 1;
+        o->stats.resets++;
+        return POPK_OK;
     }
     memcpy(N_VGetArrayPointer(o->y), y0, sizeof(double) * (size_t)o->n);
     flag = CVodeReInit(o->cvode, t0, o->y);
@@ -556,7 +717,7 @@ static popk_status ode_fail(popk_ode *o, int flag, double tout, popk_error *err)
         break;
     case CV_CONV_FAILURE:
         snprintf(reason, sizeof reason,
-                 "repeated Newton convergence failures at t = %.10g (step size %g)",
+                 "repeated corrector convergence failures at t = %.10g (step size %g)",
                  (double)tcur, (double)hcur);
         break;
     default:
@@ -647,6 +808,19 @@ popk_status popk_ode_advance_smooth(popk_ode *o, double tout, double tsmooth, do
     if (flag != CV_SUCCESS)
         return ode_fail(o, flag, tout, err);
     popk_sunreal tret = o->t;
+    if (o->active != ODE_BDF) {
+        N_Vector v = o->engine[o->active].v;
+        flag = CVode(o->cvode, tout, v, &tret, CV_NORMAL);
+        if (flag < 0)
+            return ode_fail(o, flag, tout, err);
+        const double *a = N_VGetArrayPointer(v);
+        memcpy(N_VGetArrayPointer(o->y), a, sizeof(double) * (size_t)o->n);
+        for (int k = 0; k < o->sens_active; k++)
+            memcpy(N_VGetArrayPointer(o->ys[k]), a + (size_t)(k + 1) * (size_t)o->n,
+                   sizeof(double) * (size_t)o->n);
+        o->t = tout;
+        return ode_output(o, y, s, err);
+    }
     flag = CVode(o->cvode, tout, o->y, &tret, CV_NORMAL);
     if (flag < 0)
         return ode_fail(o, flag, tout, err);

@@ -719,29 +719,40 @@ static void test_independent_solvers(void)
 }
 
 /* A solver made with directions can run without them, then with them again. */
+/* Sensitivities off, then on again, with either method (Adams switches between its plain and
+ * its augmented system). */
 static void test_sensitivities_toggle(void)
 {
     oral1_model m = {1.3, 0.11, 2};
-    popk_error err;
-    popk_ode *o = popk_ode_new(2, 2, oral1_rhs, &m, &err);
-    CU_ASSERT_PTR_NOT_NULL_FATAL(o);
-    popk_ode_set_tolerances(o, 1e-10, 1e-12, 100000);
-    double y0[2] = {DOSE, 0.0}, y[2], s[4] = {-7.0, -7.0, -7.0, -7.0};
-    popk_ode_set_sensitivities(o, 0);
-    CU_ASSERT_EQUAL_FATAL(popk_ode_reset(o, 0.0, y0, NULL, &err), POPK_OK);
-    CU_ASSERT_EQUAL_FATAL(popk_ode_advance(o, 5.0, y, s, &err), POPK_OK);
-    bateman_t b = bateman(DOSE, m.ka, m.ke, 5.0);
-    CU_ASSERT(close_enough(y[1], b.ac, 1e-7, 0.0, "central, no sensitivities", 5.0));
-    CU_ASSERT(s[0] == -7.0 && s[3] == -7.0);
-    popk_ode_stats st;
-    popk_ode_get_stats(o, &st);
-    CU_ASSERT_EQUAL(st.sens_rhs_evals, 0);
-    popk_ode_set_sensitivities(o, 1);
-    CU_ASSERT_EQUAL_FATAL(popk_ode_reset(o, 0.0, y0, NULL, &err), POPK_OK);
-    CU_ASSERT_EQUAL_FATAL(popk_ode_advance(o, 5.0, y, s, &err), POPK_OK);
-    CU_ASSERT(close_enough(s[1], b.dac_dka, 1e-5, 0.0, "dAc/dka after toggling", 5.0));
-    CU_ASSERT(close_enough(s[3], b.dac_dke, 1e-5, 0.0, "dAc/dke after toggling", 5.0));
-    popk_ode_free(o);
+    for (int method = POPK_CVODE_BDF; method <= POPK_CVODE_ADAMS; method++) {
+        popk_error err;
+        popk_ode *o = popk_ode_new(2, 2, oral1_rhs, &m, &err);
+        CU_ASSERT_PTR_NOT_NULL_FATAL(o);
+        popk_ode_set_method(o, method);
+        popk_ode_set_tolerances(o, 1e-10, 1e-12, 100000);
+        double y0[2] = {DOSE, 0.0}, y[2], s[4] = {-7.0, -7.0, -7.0, -7.0};
+        popk_ode_set_sensitivities(o, 0);
+        CU_ASSERT_EQUAL_FATAL(popk_ode_reset(o, 0.0, y0, NULL, &err), POPK_OK);
+        CU_ASSERT_EQUAL_FATAL(popk_ode_advance(o, 5.0, y, s, &err), POPK_OK);
+        bateman_t b = bateman(DOSE, m.ka, m.ke, 5.0);
+        CU_ASSERT(close_enough(y[1], b.ac, 1e-7, 0.0, "central, no sensitivities", 5.0));
+        CU_ASSERT(s[0] == -7.0 && s[3] == -7.0);
+        popk_ode_stats st;
+        popk_ode_get_stats(o, &st);
+        CU_ASSERT_EQUAL(st.sens_rhs_evals, 0);
+        popk_ode_set_sensitivities(o, 1);
+        CU_ASSERT_EQUAL_FATAL(popk_ode_reset(o, 0.0, y0, NULL, &err), POPK_OK);
+        CU_ASSERT_EQUAL_FATAL(popk_ode_advance(o, 5.0, y, s, &err), POPK_OK);
+        CU_ASSERT(close_enough(y[1], b.ac, 1e-7, 0.0, "central, sensitivities on", 5.0));
+        CU_ASSERT(close_enough(s[1], b.dac_dka, 1e-5, 0.0, "dAc/dka after toggling", 5.0));
+        CU_ASSERT(close_enough(s[3], b.dac_dke, 1e-5, 0.0, "dAc/dke after toggling", 5.0));
+        /* and off again: the plain system restarts from the new state */
+        popk_ode_set_sensitivities(o, 0);
+        CU_ASSERT_EQUAL_FATAL(popk_ode_reset(o, 0.0, y0, NULL, &err), POPK_OK);
+        CU_ASSERT_EQUAL_FATAL(popk_ode_advance(o, 5.0, y, NULL, &err), POPK_OK);
+        CU_ASSERT(close_enough(y[1], b.ac, 1e-7, 0.0, "central, off again", 5.0));
+        popk_ode_free(o);
+    }
 }
 
 /* One solver per thread: subjects integrated in parallel give bit-identical results to the
