@@ -18,6 +18,12 @@ void popk_estimator_want_hessians(popk_estimator *est, int on);
 /* on != 0: non-commit passes are the outer search's finite differences, whose inner
  * problems stop at a looser Newton decrement (INNER_TRIAL_DECREMENT_TOL in estimator.c). */
 void popk_estimator_outer_differences(popk_estimator *est, int on);
+/* FOCE-I: the outer finite-difference passes that follow a commit pass with want_hessians
+ * take each subject's term from its quadratic model about the committed EBE (one prediction
+ * per subject, none when only Omega changed) instead of solving the inner problem. Returns 1
+ * and sets *base to the models' sum at the committed point (the base of forward differences,
+ * consistent with them to O(h^2)) when they are in use, else 0. */
+int popk_estimator_taylor_base(const popk_estimator *est, double *base);
 const double *popk_estimator_trial_terms(const popk_estimator *est);
 const popk_problem *popk_estimator_problem(const popk_estimator *est);
 /* Non-zero if the last pass failed through a callback's fatal error (not a soft failure of

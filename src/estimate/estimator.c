@@ -62,6 +62,17 @@
  * first few steps (measured: 4 beats 20), and dropped at the first step that needs halving
  * (far from where it was computed it is no guide). */
 #define INNER_WARM_HESSIAN_STEPS 4
+/* The outer finite differences of FOCE-I take a subject's term from its quadratic model
+ * (taylor_value) unless the perturbed EBE lies farther than this Newton decrement from the
+ * committed one (1 posterior SD); then the inner problem is solved. What the differences need
+ * is the model's first derivative in the outer parameters at the committed point, which is
+ * exact (envelope theorem for l, implicit function theorem for the EBE's move), and the model
+ * is smooth in them: its O(|d|^2) departure from the re-solved term is an O(h^2) term of the
+ * differences (cancels in central ones; the forward ones remove it with the curvature of the
+ * last central ones, fit.c). So the bound only keeps the model where it still describes the
+ * subject; decrements at the outer steps are 1e-10 to 1e-3 (ACOP Oral_1CPTMM, theta scaled
+ * by 7). */
+#define TAYLOR_MAX_DECREMENT 1.0
 #define WARM_HESSIAN_STEP 1e-6
 
 typedef struct {
@@ -71,6 +82,12 @@ typedef struct {
     double *grad, *grad1, *M, *M1, *L, *step, *eta1, *H, *col;
     popk_error err;
 } workspace;
+
+/* One subject's quadratic model (see struct popk_estimator). */
+typedef struct {
+    int ok;
+    double l, logdet_m, base;
+} taylor_rec;
 
 struct popk_estimator {
     const popk_problem *prob;
@@ -89,6 +106,17 @@ struct popk_estimator {
     int *hess_ok, *hess_ok_new;
     int want_hessians;
     int outer_differences;          /* non-commit passes are the outer gradient's */
+    /* The quadratic model of each subject's FOCE-I term about its committed EBE, kept by a
+     * commit pass with want_hessians (taylor_valid: the last commit pass was one) for the
+     * outer finite differences (taylor_ofv): l, its gradient, log det M and its gradient in
+     * eta, and f, V, G, dV there (passes that change only Omega need no prediction);
+     * *_new as eta_new. */
+    taylor_rec *tay, *tay_new;
+    double *tay_vec, *tay_vec_new;  /* per subject: g[q], dldm[q], f[n], V[n], G[n q], dV[n q] */
+    size_t tay_stride;
+    double *tay_theta, *tay_sigma;  /* the parameters of the kept models */
+    double tay_base;                /* sum of the models' values at the committed point */
+    int taylor_valid;
     int last_fatal;                 /* the last pass failed through a callback error */
     popk_error *sub_err;            /* per subject, so the reported error does not depend on
                                        the thread schedule */
@@ -141,6 +169,12 @@ void popk_estimator_free(popk_estimator *est)
     free(est->hess_ok);
     free(est->hess_ok_new);
     free(est->sub_err);
+    free(est->tay);
+    free(est->tay_new);
+    free(est->tay_vec);
+    free(est->tay_vec_new);
+    free(est->tay_theta);
+    free(est->tay_sigma);
     popk_param_map_free(est->map);
     free(est);
 }
@@ -202,6 +236,13 @@ popk_estimator *popk_estimator_create(const popk_problem *prob, int nthreads, po
     est->hess_ok = xcalloc(ns, sizeof(int), &fail);
     est->hess_ok_new = xcalloc(ns, sizeof(int), &fail);
     est->sub_err = xcalloc(ns, sizeof(popk_error), &fail);
+    est->tay = xcalloc(ns, sizeof(taylor_rec), &fail);
+    est->tay_new = xcalloc(ns, sizeof(taylor_rec), &fail);
+    est->tay_stride = 2 * q + n * (2 + 2 * q);
+    est->tay_vec = xcalloc(ns * est->tay_stride, sizeof(double), &fail);
+    est->tay_vec_new = xcalloc(ns * est->tay_stride, sizeof(double), &fail);
+    est->tay_theta = xcalloc((size_t)prob->ntheta, sizeof(double), &fail);
+    est->tay_sigma = xcalloc((size_t)prob->nsigma, sizeof(double), &fail);
     if (fail || !est->ws) {
         popk_estimator_free(est);
         popk_error_set(err, POPK_ERR_NOMEM, NULL, 0, 0, "out of memory");
@@ -218,8 +259,16 @@ const double *popk_estimator_trial_terms(const popk_estimator *est) { return est
 const double *popk_estimator_eta(const popk_estimator *est) { return est->eta; }
 const double *popk_estimator_eta_cov(const popk_estimator *est) { return est->eta_cov; }
 
+int popk_estimator_taylor_base(const popk_estimator *est, double *base)
+{
+    if (est->taylor_valid)
+        *base = est->tay_base;
+    return est->taylor_valid;
+}
+
 void popk_estimator_set_eta(popk_estimator *est, const double *eta)
 {
+    est->taylor_valid = 0; /* the kept models are about the EBEs being replaced */
     size_t n = (size_t)est->prob->nsub * (size_t)est->q;
     for (size_t k = 0; k < n; k++)
         est->eta[k] = eta ? eta[k] : 0.0;
@@ -254,6 +303,9 @@ static popk_status set_omega(popk_estimator *est, const double *omega, popk_erro
 /* Predict at eta into (f, V, G, dV) and form l, its gradient and the FOCE-I matrix
  * M = Omega^-1 + sum_j [g g'/V + 1/2 dV dV'/V^2] (half the Gauss-Newton Hessian of l).
  * Returns the callback's status, or 1 for a non-finite prediction. */
+static int joint_terms(const indiv *c, const double *eta, const double *f, const double *V,
+                       const double *G, const double *dV, double *l, double *grad, double *M);
+
 static int evaluate(const indiv *c, const double *eta, double *f, double *V, double *G,
                     double *dV, double *l, double *grad, double *M)
 {
@@ -270,6 +322,15 @@ static int evaluate(const indiv *c, const double *eta, double *f, double *V, dou
         memcpy(V, c->w->V0, (size_t)n * sizeof *V);
         memset(dV, 0, (size_t)(n * q) * sizeof *dV);
     }
+    return joint_terms(c, eta, f, V, G, dV, l, grad, M);
+}
+
+/* l, its gradient and M at eta from the prediction (f, V, G, dV) there. */
+static int joint_terms(const indiv *c, const double *eta, const double *f, const double *V,
+                       const double *G, const double *dV, double *l, double *grad, double *M)
+{
+    const popk_estimator *est = c->est;
+    int q = est->q, n = c->nobs;
     double s = est->logdet_omega;
     for (int a = 0; a < q; a++) {
         double oe = 0.0;
@@ -509,7 +570,8 @@ static int linearised(const indiv *c, const double *eta, double *ofv, double *co
  * problems of the passes that follow: forward differences of the exact gradient from the one
  * at eta in the current buffers (neta predictions; an error of O(HESSIAN_STEP) only slows
  * their Newton steps, whose stopping rule is the usual one). Keeps the current buffers. */
-static int warm_hessian(const indiv *c, const double *eta, double *L)
+static int warm_hessian(const indiv *c, const double *eta, double *L, double logdet_m,
+                        double *dldm)
 {
     workspace *w = c->w;
     int q = c->est->q;
@@ -521,6 +583,11 @@ static int warm_hessian(const indiv *c, const double *eta, double *L)
             return 1;
         for (int a = 0; a < q; a++)
             w->H[a * q + k] = (w->grad1[a] - w->grad[a]) / WARM_HESSIAN_STEP;
+        if (dldm) {
+            if (popk_chol(q, w->M1) != 0)
+                return 1;
+            dldm[k] = (popk_chol_logdet(q, w->M1) - logdet_m) / WARM_HESSIAN_STEP;
+        }
     }
     for (int a = 0; a < q; a++)
         for (int b = 0; b <= a; b++)
@@ -528,8 +595,78 @@ static int warm_hessian(const indiv *c, const double *eta, double *L)
     return popk_chol(q, L) != 0;
 }
 
+/* The value at the minimum over eta of the quadratic model about eta0 of a subject's FOCE-I
+ * term: l, its gradient g and M at eta0 (M is overwritten), chol(H/2) of the Hessian of l
+ * there, and the gradient dldm of log det M. The Newton step d = -H^-1 g moves l by
+ * -g'H^-1 g / 2 (the quadratic model's minimum) and log det M by dldm'd: the value is the term
+ * at the perturbed EBE to O(|d|^2), i.e. O(h^2) for the outer finite differences' steps h.
+ * 1 (not used: the caller solves the inner problem) when the step is too long for that or M
+ * is not positive definite. */
+static int taylor_value(const indiv *c, double l, const double *g, double *M,
+                        const double *hess_L, const double *dldm, double *value)
+{
+    workspace *w = c->w;
+    int q = c->est->q;
+    for (int a = 0; a < q; a++)
+        w->step[a] = -0.5 * g[a];
+    popk_chol_solve(q, hess_L, w->step);
+    double decrement = 0.0, shift = 0.0;
+    for (int a = 0; a < q; a++) {
+        decrement -= g[a] * w->step[a];
+        shift += dldm[a] * w->step[a];
+    }
+    if (!(decrement <= TAYLOR_MAX_DECREMENT) || popk_chol(q, M) != 0)
+        return 1;
+    *value = l - 0.5 * decrement + popk_chol_logdet(q, M) + shift;
+    return isfinite(*value) ? 0 : 1;
+}
+
+/* Layout of a subject's kept vectors: g[q], dldm[q], f[n], V[n], G[n q], dV[n q]. */
+static double *tay_g(double *v) { return v; }
+static double *tay_dldm(double *v, int q) { return v + q; }
+static double *tay_f(double *v, int q) { return v + 2 * q; }
+
+/* Keep the quadratic model about the EBE eta of a FOCE-I commit pass (the current buffers
+ * hold the evaluation there, l its l; L = chol(H/2) from warm_hessian, dldm filled by it). */
+static void taylor_keep(const indiv *c, double l, double logdet_m, const double *L,
+                        taylor_rec *t, double *v)
+{
+    workspace *w = c->w;
+    int q = c->est->q, n = c->nobs;
+    t->l = l;
+    t->logdet_m = logdet_m;
+    memcpy(tay_g(v), w->grad, (size_t)q * sizeof *v);
+    double *f = tay_f(v, q);
+    memcpy(f, w->f, (size_t)n * sizeof *v);
+    memcpy(f + n, w->V, (size_t)n * sizeof *v);
+    memcpy(f + 2 * n, w->G, (size_t)(n * q) * sizeof *v);
+    memcpy(f + 2 * n + n * q, w->dV, (size_t)(n * q) * sizeof *v);
+    memcpy(w->M1, w->M, (size_t)(q * q) * sizeof *w->M1);
+    t->ok = taylor_value(c, l, w->grad, w->M1, L, tay_dldm(v, q), &t->base) == 0;
+}
+
+/* A subject's term in an outer finite-difference pass from its kept model: one prediction at
+ * the committed EBE with the perturbed parameters (none when only Omega changed: reuse), then
+ * taylor_value. */
+static int taylor_ofv(const indiv *c, const double *eta, const double *L, double *v, int reuse,
+                      double *value)
+{
+    workspace *w = c->w;
+    int q = c->est->q, n = c->nobs;
+    double l;
+    int st;
+    if (reuse) {
+        const double *f = tay_f(v, q);
+        st = joint_terms(c, eta, f, f + n, f + 2 * n, f + 2 * n + n * q, &l, w->grad, w->M);
+    } else
+        st = evaluate(c, eta, w->f, w->V, w->G, w->dV, &l, w->grad, w->M);
+    if (st)
+        return st;
+    return taylor_value(c, l, w->grad, w->M, L, tay_dldm(v, q), value);
+}
+
 static int individual(const indiv *c0, popk_method method, double *eta, double *ofv, double *cov,
-                      double *hess_L, int *hess_ok)
+                      double *hess_L, int *hess_ok, taylor_rec *tay, double *tay_v)
 {
     indiv c = *c0;
     workspace *w = c.w;
@@ -552,7 +689,7 @@ static int individual(const indiv *c0, popk_method method, double *eta, double *
         if (st)
             return st;
         if (hess_ok && method == POPK_METHOD_FOCE)
-            *hess_ok = warm_hessian(&c, eta, hess_L) == 0;
+            *hess_ok = warm_hessian(&c, eta, hess_L, 0.0, NULL) == 0;
         return linearised(&c, eta, ofv, cov);
     }
     st = inner(&c, eta, &l);
@@ -568,14 +705,24 @@ static int individual(const indiv *c0, popk_method method, double *eta, double *
             memcpy(hess_L, w->M, (size_t)(q * q) * sizeof *hess_L);
             *hess_ok = popk_chol(q, hess_L) == 0;
         }
-    } else if (hess_ok)
-        *hess_ok = warm_hessian(&c, eta, hess_L) == 0;
+    }
     memcpy(w->L, w->M, (size_t)(q * q) * sizeof *w->L);
     if (popk_chol(q, w->L) != 0)
         return 2; /* Laplace: Hessian at the EBE not positive definite */
-    *ofv = l + popk_chol_logdet(q, w->L);
+    double logdet_m = popk_chol_logdet(q, w->L);
+    *ofv = l + logdet_m;
     popk_chol_inverse(q, w->L, cov, w->col);
-    return isfinite(*ofv) ? 0 : 1;
+    if (!isfinite(*ofv))
+        return 1;
+    if (method == POPK_METHOD_FOCEI && hess_ok) {
+        *hess_ok = warm_hessian(&c, eta, hess_L, logdet_m, tay ? tay_dldm(tay_v, q) : NULL) == 0;
+        if (tay) {
+            tay->ok = 0;
+            if (*hess_ok)
+                taylor_keep(&c, l, logdet_m, hess_L, tay, tay_v);
+        }
+    }
+    return 0;
 }
 
 popk_status popk_estimator_pass(popk_estimator *est, popk_method method, const double *theta,
@@ -589,6 +736,13 @@ popk_status popk_estimator_pass(popk_estimator *est, popk_method method, const d
         return rc;
     int q = est->q, nsub = prob->nsub;
     memcpy(est->eta_new, est->eta, (size_t)nsub * q * sizeof *est->eta);
+    /* outer finite differences of FOCE-I about a point whose models are kept */
+    int taylor = !commit && est->outer_differences && est->taylor_valid &&
+                 method == POPK_METHOD_FOCEI && q > 0;
+    int reuse = taylor &&
+                !memcmp(theta, est->tay_theta, (size_t)prob->ntheta * sizeof *theta) &&
+                !memcmp(sigma, est->tay_sigma, (size_t)prob->nsigma * sizeof *sigma);
+    int keep = commit && est->want_hessians && method == POPK_METHOD_FOCEI && q > 0;
 #pragma omp parallel for num_threads(est->nthreads) schedule(dynamic)
     for (int i = 0; i < nsub; i++) {
         int thread = omp_get_thread_num();
@@ -604,11 +758,20 @@ popk_status popk_estimator_pass(popk_estimator *est, popk_method method, const d
             memcpy(est->hess_L_new + (size_t)i * q * q, est->hess_L + (size_t)i * q * q,
                    (size_t)(q * q) * sizeof *est->hess_L);
         }
-        est->status[i] =
-            individual(&c, method, est->eta_new + (size_t)i * q, &est->terms_new[i],
-                       est->eta_cov_new + (size_t)i * q * q,
-                       hess_ok && est->want_hessians ? est->hess_L_new + (size_t)i * q * q : NULL,
-                       hess_ok && est->want_hessians ? hess_ok : NULL);
+        int st = 1;
+        if (taylor && est->tay[i].ok)
+            st = taylor_ofv(&c, est->eta + (size_t)i * q, est->hess_L + (size_t)i * q * q,
+                            est->tay_vec + (size_t)i * est->tay_stride, reuse,
+                            &est->terms_new[i]);
+        if (st > 0) /* no model, or the model does not reach: solve the inner problem */
+            st = individual(&c, method, est->eta_new + (size_t)i * q, &est->terms_new[i],
+                            est->eta_cov_new + (size_t)i * q * q,
+                            hess_ok && est->want_hessians ? est->hess_L_new + (size_t)i * q * q
+                                                          : NULL,
+                            hess_ok && est->want_hessians ? hess_ok : NULL,
+                            keep ? &est->tay_new[i] : NULL,
+                            keep ? est->tay_vec_new + (size_t)i * est->tay_stride : NULL);
+        est->status[i] = st;
         if (est->status[i] != 0)
             est->sub_err[i] = w->err;
     }
@@ -656,6 +819,18 @@ popk_status popk_estimator_pass(popk_estimator *est, popk_method method, const d
         int *t = est->hess_ok;
         est->hess_ok = est->hess_ok_new;
         est->hess_ok_new = t;
+        est->taylor_valid = keep;
+        if (keep) {
+            taylor_rec *tr = est->tay;
+            est->tay = est->tay_new;
+            est->tay_new = tr;
+            swap_ptr(&est->tay_vec, &est->tay_vec_new);
+            memcpy(est->tay_theta, theta, (size_t)prob->ntheta * sizeof *theta);
+            memcpy(est->tay_sigma, sigma, (size_t)prob->nsigma * sizeof *sigma);
+            est->tay_base = 0.0;
+            for (int i = 0; i < nsub; i++)
+                est->tay_base += est->tay[i].ok ? est->tay[i].base : est->terms[i];
+        }
     }
     *ofv = sum;
     return POPK_OK;

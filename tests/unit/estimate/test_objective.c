@@ -417,6 +417,12 @@ static void test_warm_metric_passes(void)
                                   POPK_OK);
             popk_estimator_want_hessians(warm, 0);
             popk_estimator_outer_differences(warm, loose);
+            /* FOCE-I's outer differences use the subjects' quadratic models instead
+             * (test_taylor_passes) */
+            if (methods[m] == POPK_METHOD_FOCEI && loose) {
+                popk_estimator_free(warm);
+                continue;
+            }
             double worst = 0.0;
             long preds = 0;
             for (int k = 0; k < 6; k++)
@@ -456,6 +462,121 @@ static void test_warm_metric_passes(void)
     printf("\n");
 }
 
+/* theo_sd's parameters with parameter k (0-2 theta, 3-5 an omega variance, 6 sigma) moved
+ * by d */
+static void theo_moved(int k, double d, double *th, double *om, double *sg)
+{
+    memcpy(th, theo_theta0, 3 * sizeof *th);
+    memcpy(om, theo_omega0, 9 * sizeof *om);
+    memcpy(sg, theo_sigma0, sizeof *sg);
+    if (k < 3)
+        th[k] += d;
+    else if (k < 6)
+        om[4 * (k - 3)] += d;
+    else
+        sg[0] += d;
+}
+
+/* OFV of a cold solve (fresh estimator, inner problems to a decrement of 1e-18) */
+static double theo_cold_ofv(const popk_problem *p, int k, double d)
+{
+    double th[3], om[9], sg[1], f = NAN;
+    popk_error err;
+    theo_moved(k, d, th, om, sg);
+    popk_estimator *cold = popk_estimator_create(p, 1, &err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(cold);
+    CU_ASSERT_EQUAL(popk_estimator_ofv(cold, POPK_METHOD_FOCEI, th, om, sg, &f, &err), POPK_OK);
+    popk_estimator_free(cold);
+    return f;
+}
+
+/* FOCE-I's outer finite differences about a committed point with kept Hessians take each
+ * subject's term from its quadratic model about the committed EBE: one prediction per subject
+ * for a theta or sigma step, none for an Omega step. The model's first derivative is the
+ * exact one. Reference: Richardson-extrapolated central differences of cold solves with steps
+ * 2e-3 and 1e-3 (truncation O(h^4); the cold OFVs are smooth to ~5e-9 only, the inner
+ * problems' stopping rule, hence no smaller steps: with 1e-4 that noise alone is 5e-5 in the
+ * gradient). The models' central differences with 1e-4, and their forward differences from
+ * popk_estimator_taylor_base with the O(h) term taken off with the central second difference,
+ * must match it to 1e-4 relative: what is left is the models' O(|d|^3) error in l, which is
+ * O(h^3) but large where the EBE moves fast (theo's log V: d ~ 20 h in posterior SDs, 3e-5
+ * relative). They are smooth (no noise from the inner problems): second differences with steps
+ * 1e-4 and 1e-5 agree to 1e-4 relative (the rounding of the OFV at 1e-5; a cold solve's
+ * noise would be of order 1). Their values match the cold ones to O(h^2). theo_sd,
+ * each theta, omega variance and sigma. */
+static void test_taylor_passes(void)
+{
+    popk_problem p;
+    theo_problem(&p);
+    p.pred = counting_pred;
+    popk_error err;
+    popk_estimator *est = popk_estimator_create(&p, 1, &err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(est);
+    double f0, base;
+    CU_ASSERT_EQUAL(popk_estimator_taylor_base(est, &base), 0);
+    popk_estimator_want_hessians(est, 1);
+    CU_ASSERT_EQUAL_FATAL(popk_estimator_pass(est, POPK_METHOD_FOCEI, theo_theta0, theo_omega0,
+                                              theo_sigma0, 1, &f0, &err),
+                          POPK_OK);
+    popk_estimator_want_hessians(est, 0);
+    CU_ASSERT_EQUAL_FATAL(popk_estimator_taylor_base(est, &base), 1);
+    /* at the committed point the models sit at their minima: the base is the OFV */
+    CU_ASSERT_DOUBLE_EQUAL(base, f0, 1e-9);
+    popk_estimator_outer_differences(est, 1);
+    double worst_g = 0.0, worst_fwd = 0.0, worst_smooth = 0.0, worst_f = 0.0;
+    for (int k = 0; k < 7; k++) {
+        double g[2], curv[2], fwd = 0.0;
+        for (int s = 0; s < 2; s++) {
+            double h = s ? 1e-5 : 1e-4, fw[2];
+            long preds = 0;
+            for (int side = 0; side < 2; side++) {
+                double th[3], om[9], sg[1];
+                theo_moved(k, side ? h : -h, th, om, sg);
+                counted_preds = 0;
+                CU_ASSERT_EQUAL_FATAL(popk_estimator_pass(est, POPK_METHOD_FOCEI, th, om, sg, 0,
+                                                          &fw[side], &err),
+                                      POPK_OK);
+                preds += counted_preds;
+                if (!s)
+                    worst_f = fmax(worst_f, fabs(fw[side] - theo_cold_ofv(&p, k, side ? h : -h)));
+            }
+            /* one prediction per subject and side for theta and sigma, none for Omega */
+            CU_ASSERT_EQUAL(preds, k >= 3 && k < 6 ? 0 : 2 * theo.nsub);
+            g[s] = (fw[1] - fw[0]) / (2 * h);
+            curv[s] = (fw[1] - 2 * base + fw[0]) / (h * h);
+            if (!s)
+                fwd = (fw[1] - base) / h - 0.5 * h * (fw[1] - 2 * base + fw[0]) / (h * h);
+        }
+        double c1 = (theo_cold_ofv(&p, k, 1e-3) - theo_cold_ofv(&p, k, -1e-3)) / 2e-3;
+        double c2 = (theo_cold_ofv(&p, k, 2e-3) - theo_cold_ofv(&p, k, -2e-3)) / 4e-3;
+        double ref = (4.0 * c1 - c2) / 3.0, scale = 1.0 + fabs(ref);
+        worst_g = fmax(worst_g, fabs(g[0] - ref) / scale);
+        worst_fwd = fmax(worst_fwd, fabs(fwd - ref) / scale);
+        worst_smooth = fmax(worst_smooth, fabs(curv[0] - curv[1]) / (1.0 + fabs(curv[0])));
+    }
+    printf("\n  FOCE-I quadratic models: gradient vs cold solves %.2e relative (forward %.2e), "
+           "second differences 1e-4 vs 1e-5 %.2e, values %.2e\n", worst_g, worst_fwd,
+           worst_smooth, worst_f);
+    CU_ASSERT(worst_g < 1e-4);
+    CU_ASSERT(worst_fwd < 1e-4);
+    CU_ASSERT(worst_smooth < 1e-4);
+    CU_ASSERT(worst_f < theo.nsub * 1e-7);
+    /* a commit pass without Hessians, or replaced EBEs, retire the models */
+    popk_estimator_outer_differences(est, 0);
+    CU_ASSERT_EQUAL_FATAL(popk_estimator_pass(est, POPK_METHOD_FOCEI, theo_theta0, theo_omega0,
+                                              theo_sigma0, 1, &f0, &err),
+                          POPK_OK);
+    CU_ASSERT_EQUAL(popk_estimator_taylor_base(est, &base), 0);
+    popk_estimator_want_hessians(est, 1);
+    CU_ASSERT_EQUAL_FATAL(popk_estimator_pass(est, POPK_METHOD_FOCEI, theo_theta0, theo_omega0,
+                                              theo_sigma0, 1, &f0, &err),
+                          POPK_OK);
+    CU_ASSERT_EQUAL(popk_estimator_taylor_base(est, &base), 1);
+    popk_estimator_set_eta(est, NULL);
+    CU_ASSERT_EQUAL(popk_estimator_taylor_base(est, &base), 0);
+    popk_estimator_free(est);
+}
+
 int main(void)
 {
     if (CU_initialize_registry() != CUE_SUCCESS)
@@ -468,6 +589,7 @@ int main(void)
     CU_add_test(s, "ebe_stationary", test_ebe_stationary);
     CU_add_test(s, "threads_identical", test_threads_identical);
     CU_add_test(s, "errors", test_errors);
+    CU_add_test(s, "taylor_passes", test_taylor_passes);
     CU_add_test(s, "posterior", test_posterior);
     CU_add_test(s, "foce_equals_focei_additive", test_foce_equals_focei_additive);
     CU_add_test(s, "recoverable_callback", test_recoverable_callback);
