@@ -172,6 +172,9 @@ typedef struct {
     popk_status status;       /* POPK_OK, or POPK_ERR_NOCONV (estimates are the best seen) */
     int nlopt_code;           /* NLopt's result */
     int iterations, evaluations; /* outer iterations; OFV passes including gradients */
+    long predictions;         /* subject predictions (calls of pred) of the estimation */
+    long cov_predictions;     /* ... of the covariance step */
+    double cov_seconds;       /* wall time of the covariance step */
     double ofv;
     int nsub, ntheta, neta, nsigma, npar;
     double *theta, *omega, *sigma; /* final full parameters */

@@ -25,6 +25,8 @@ void popk_estimator_outer_differences(popk_estimator *est, int on);
  * consistent with them to O(h^2)) when they are in use, else 0. */
 int popk_estimator_taylor_base(const popk_estimator *est, double *base);
 const double *popk_estimator_trial_terms(const popk_estimator *est);
+/* Subject predictions (calls of the problem's pred) so far, all threads. */
+long popk_estimator_predictions(const popk_estimator *est);
 const popk_problem *popk_estimator_problem(const popk_estimator *est);
 /* Non-zero if the last pass failed through a callback's fatal error (not a soft failure of
  * an inner problem, which the outer search treats as an infinite OFV). */

@@ -80,6 +80,7 @@ typedef struct {
     double *f1, *V1, *G1, *dV1;     /* at a trial eta, or scratch */
     double *V0;                     /* V at eta = 0 (FO, FOCE) */
     double *grad, *grad1, *M, *M1, *L, *step, *eta1, *H, *col;
+    long predictions;               /* calls of pred by this thread */
     popk_error err;
 } workspace;
 
@@ -259,6 +260,14 @@ const double *popk_estimator_trial_terms(const popk_estimator *est) { return est
 const double *popk_estimator_eta(const popk_estimator *est) { return est->eta; }
 const double *popk_estimator_eta_cov(const popk_estimator *est) { return est->eta_cov; }
 
+long popk_estimator_predictions(const popk_estimator *est)
+{
+    long n = 0;
+    for (int t = 0; t < est->nthreads; t++)
+        n += est->ws[t].predictions;
+    return n;
+}
+
 int popk_estimator_taylor_base(const popk_estimator *est, double *base)
 {
     if (est->taylor_valid)
@@ -311,6 +320,7 @@ static int evaluate(const indiv *c, const double *eta, double *f, double *V, dou
 {
     const popk_estimator *est = c->est;
     int q = est->q, n = c->nobs;
+    c->w->predictions++;
     int st = est->prob->pred(c->i, c->thread, c->theta, c->sigma, eta, f, V, q ? G : NULL,
                              q ? dV : NULL, est->prob->user, &c->w->err);
     if (st != 0)
@@ -323,6 +333,33 @@ static int evaluate(const indiv *c, const double *eta, double *f, double *V, dou
         memset(dV, 0, (size_t)(n * q) * sizeof *dV);
     }
     return joint_terms(c, eta, f, V, G, dV, l, grad, M);
+}
+
+/* l alone at eta (a prediction without sensitivities, which costs an ODE model a fraction
+ * of one with them). */
+static int evaluate_value(const indiv *c, const double *eta, double *f, double *V, double *l)
+{
+    const popk_estimator *est = c->est;
+    int q = est->q, n = c->nobs;
+    c->w->predictions++;
+    int st = est->prob->pred(c->i, c->thread, c->theta, c->sigma, eta, f, V, NULL, NULL,
+                             est->prob->user, &c->w->err);
+    if (st != 0)
+        return st < 0 ? st : 1;
+    if (c->fixed_var)
+        memcpy(V, c->w->V0, (size_t)n * sizeof *V);
+    double s = est->logdet_omega;
+    for (int a = 0; a < q; a++)
+        for (int b = 0; b < q; b++)
+            s += eta[a] * est->Oi[a * q + b] * eta[b];
+    for (int j = 0; j < n; j++) {
+        if (!isfinite(f[j]) || !(V[j] > 0.0) || !isfinite(V[j]))
+            return 1;
+        double r = c->y[j] - f[j];
+        s += r * r / V[j] + log(V[j]);
+    }
+    *l = s;
+    return isfinite(s) ? 0 : 1;
 }
 
 /* l, its gradient and M at eta from the prediction (f, V, G, dV) there. */
@@ -404,6 +441,21 @@ static void swap_current_trial(workspace *w)
     swap_ptr(&w->M, &w->M1);
 }
 
+/* The Newton decrement at the trial point (its gradient in the trial buffers) in the metric
+ * of the current step (w->L). */
+static double trial_decrement(const indiv *c)
+{
+    workspace *w = c->w;
+    int q = c->est->q;
+    double d = 0.0;
+    for (int a = 0; a < q; a++)
+        w->col[a] = -0.5 * w->grad1[a];
+    popk_chol_solve(q, w->L, w->col);
+    for (int a = 0; a < q; a++)
+        d -= w->grad1[a] * w->col[a];
+    return d;
+}
+
 /* Newton iterations from eta (updated in place; evaluated: the current buffers already hold
  * its evaluation and *l its l). On return 0 the current buffers of the
  * workspace hold f, V, G, dV, the gradient and M at eta, and *l is l(eta). */
@@ -470,6 +522,14 @@ static int newton(const indiv *c, double *eta, double *l, int evaluated)
             if (st == 0 && l1 <= *l + 1e-4 * t * slope + 1e-13 * fabs(*l)) {
                 accepted = 1;
                 t_accepted = t;
+            } else if (st == 0 && t == 1.0 && decrement < INNER_NOISY_DECREMENT &&
+                       trial_decrement(c) < 0.25 * decrement) {
+                /* Near the mode the expected decrease (decrement / 2) can be below the noise
+                 * of l (an ODE solver's tolerance): l1 says nothing there, but the gradient,
+                 * which the sensitivities give to the solver's relative accuracy, does. A
+                 * full step that cuts the decrement by 4 is the Newton step converging. */
+                accepted = 1;
+                t_accepted = t;
             }
             /* At the noise floor halving only buys steps that move eta by nothing, 40
              * predictions each, up to INNER_MAXIT times (Wang 2007 as an ODE: 4400
@@ -477,6 +537,8 @@ static int newton(const indiv *c, double *eta, double *l, int evaluated)
             if (!accepted && decrement < INNER_NOISE_DECREMENT)
                 break;
         }
+        if (!accepted && decrement < INNER_NOISE_DECREMENT)
+            return 0; /* at the noise floor (with either metric) */
         if (!accepted && exact) {
             /* the committed Hessian is no guide here: Gauss-Newton from the same point */
             warm_steps = 0;
@@ -509,21 +571,25 @@ static int inner(const indiv *c, double *eta, double *l)
     for (int a = 0; a < q && c->vet_warm_start; a++)
         warm |= eta[a] != 0.0;
     if (warm) {
+        /* l at 0 needs no sensitivities unless 0 wins */
         double l_warm, l_zero;
         for (int a = 0; a < q; a++)
             w->eta1[a] = 0.0;
         int st_warm = evaluate(c, eta, w->f, w->V, w->G, w->dV, &l_warm, w->grad, w->M);
-        int st_zero = evaluate(c, w->eta1, w->f1, w->V1, w->G1, w->dV1, &l_zero, w->grad1, w->M1);
+        int st_zero = evaluate_value(c, w->eta1, w->f1, w->V1, &l_zero);
         if (st_warm < 0 || st_zero < 0)
             return st_warm < 0 ? st_warm : st_zero;
         if (st_zero == 0 && (st_warm != 0 || l_zero < l_warm)) {
             for (int a = 0; a < q; a++)
                 eta[a] = 0.0;
-            swap_current_trial(w);
-            *l = l_zero;
-        } else
+            st_zero = evaluate(c, eta, w->f, w->V, w->G, w->dV, l, w->grad, w->M);
+            if (st_zero < 0)
+                return st_zero;
+            evaluated = st_zero == 0;
+        } else {
             *l = l_warm;
-        evaluated = st_warm == 0 || st_zero == 0;
+            evaluated = st_warm == 0;
+        }
     }
     int st = newton(c, eta, l, evaluated);
     if (st <= 0)

@@ -5,6 +5,7 @@
 
 #include <math.h>
 #include <nlopt.h>
+#include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -565,10 +566,14 @@ popk_estimate_result *popk_estimate(const popk_problem *prob, const popk_estimat
     r->evaluations = c.evaluations + 1;
     popk_param_map_get_natural(map, r->theta, r->omega, r->sigma, r->p);
     memcpy(r->ofv_terms, popk_estimator_ofv_terms(est), (size_t)prob->nsub * sizeof(double));
+    r->predictions = popk_estimator_predictions(est);
     if (opt->covariance != POPK_COV_NONE && n > 0) {
         popk_error cov_err;
         popk_error_clear(&cov_err);
+        double t0 = omp_get_wtime();
         popk_estimate_covariance(est, opt->method, opt->covariance, r, &cov_err);
+        r->cov_seconds = omp_get_wtime() - t0;
+        r->cov_predictions = popk_estimator_predictions(est) - r->predictions;
     }
     /* FO's EBEs are 0: the tables want the conditional modes (NONMEM's POSTHOC) */
     if (opt->method == POPK_METHOD_FO &&

@@ -195,9 +195,12 @@ static popk_status write_fit_yaml(const char *path, const popk_fit_info *info,
         fprintf(f, "  ofv_focei_at_estimates: %.10g\n", info->ofv_focei);
     fprintf(f, "  observations: %d\n  subjects: %d\n  parameters: %d\n", nobs, r->nsub,
             r->npar);
-    fprintf(f, "  iterations: %d\n  evaluations: %d\n  runtime_s: %.3f\n", r->iterations,
-            r->evaluations, info->runtime);
+    fprintf(f, "  iterations: %d\n  evaluations: %d\n  predictions: %ld\n  runtime_s: %.3f\n",
+            r->iterations, r->evaluations, r->predictions, info->runtime);
     fprintf(f, "  covariance:\n    status: %s\n", r->cov_status == POPK_OK ? "ok" : "failed");
+    if (r->cov_predictions > 0)
+        fprintf(f, "    predictions: %ld\n    runtime_s: %.3f\n", r->cov_predictions,
+                r->cov_seconds);
     if (r->cov_status != POPK_OK && r->cov_message[0]) {
         fprintf(f, "    message: ");
         yaml_string(f, r->cov_message);
