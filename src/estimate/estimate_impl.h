@@ -25,6 +25,9 @@ void popk_estimator_outer_differences(popk_estimator *est, int on);
  * consistent with them to O(h^2)) when they are in use, else 0. */
 int popk_estimator_taylor_base(const popk_estimator *est, double *base);
 const double *popk_estimator_trial_terms(const popk_estimator *est);
+/* popk_estimator_set_eta with EBEs committed at the outer vector x (popk_param_map): the
+ * passes that follow may start from the EBEs' first-order prediction about x. */
+void popk_estimator_restore(popk_estimator *est, const double *eta, const double *x);
 /* Subject predictions (calls of the problem's pred) so far, all threads. */
 long popk_estimator_predictions(const popk_estimator *est);
 const popk_problem *popk_estimator_problem(const popk_estimator *est);

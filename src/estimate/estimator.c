@@ -129,6 +129,15 @@ struct popk_estimator {
     double *tay_theta, *tay_sigma;  /* the parameters of the kept models */
     double tay_base;                /* sum of the models' values at the committed point */
     int taylor_valid;
+    /* The EBEs' first-order move with the outer vector x (popk_param_map), from the quadratic
+     * models' Newton steps in the outer differences: jac[i][a][k] sums d eta_ia / d x_k over
+     * jac_count[k] differences since the last commit with models (jac_bad[i]: a subject's
+     * model failed). Passes that solve the inner problem start from eta + J (x - x_commit),
+     * O(|x - x_commit|^2) from their EBEs, instead of eta. */
+    int npar;
+    double *jac, *x_pass, *x_commit;
+    int *jac_count, *jac_bad;
+    int x_commit_valid;
     int last_fatal;                 /* the last pass failed through a callback error */
     popk_error *sub_err;            /* per subject, so the reported error does not depend on
                                        the thread schedule */
@@ -187,6 +196,11 @@ void popk_estimator_free(popk_estimator *est)
     free(est->tay_vec_new);
     free(est->tay_theta);
     free(est->tay_sigma);
+    free(est->jac);
+    free(est->x_pass);
+    free(est->x_commit);
+    free(est->jac_count);
+    free(est->jac_bad);
     popk_param_map_free(est->map);
     free(est);
 }
@@ -255,6 +269,13 @@ popk_estimator *popk_estimator_create(const popk_problem *prob, int nthreads, po
     est->tay_vec_new = xcalloc(ns * est->tay_stride, sizeof(double), &fail);
     est->tay_theta = xcalloc((size_t)prob->ntheta, sizeof(double), &fail);
     est->tay_sigma = xcalloc((size_t)prob->nsigma, sizeof(double), &fail);
+    est->npar = popk_param_map_npar(map);
+    size_t np = (size_t)est->npar;
+    est->jac = xcalloc(ns * q * np, sizeof(double), &fail);
+    est->x_pass = xcalloc(np, sizeof(double), &fail);
+    est->x_commit = xcalloc(np, sizeof(double), &fail);
+    est->jac_count = xcalloc(np, sizeof(int), &fail);
+    est->jac_bad = xcalloc(ns, sizeof(int), &fail);
     if (fail || !est->ws) {
         popk_estimator_free(est);
         popk_error_set(err, POPK_ERR_NOMEM, NULL, 0, 0, "out of memory");
@@ -286,9 +307,19 @@ int popk_estimator_taylor_base(const popk_estimator *est, double *base)
     return est->taylor_valid;
 }
 
+void popk_estimator_restore(popk_estimator *est, const double *eta, const double *x)
+{
+    popk_estimator_set_eta(est, eta);
+    if (est->npar > 0) {
+        memcpy(est->x_commit, x, (size_t)est->npar * sizeof *x);
+        est->x_commit_valid = 1;
+    }
+}
+
 void popk_estimator_set_eta(popk_estimator *est, const double *eta)
 {
     est->taylor_valid = 0; /* the kept models are about the EBEs being replaced */
+    est->x_commit_valid = 0;
     size_t n = (size_t)est->prob->nsub * (size_t)est->q;
     for (size_t k = 0; k < n; k++)
         est->eta[k] = eta ? eta[k] : 0.0;
@@ -804,6 +835,29 @@ static int individual(const indiv *c0, popk_method method, double *eta, double *
     return 0;
 }
 
+/* Subject i's EBE predicted at the pass's x from the committed one (eta, in place): eta +
+ * J (x - x_commit), with J the mean of its differences; left alone when the move exceeds
+ * INNER_MAX_STEP prior SDs in some eta (far from where J was taken). */
+static void predict_eta(const popk_estimator *est, int i, double *eta)
+{
+    int q = est->q, np = est->npar;
+    double move[64];
+    if (q > 64)
+        return;
+    for (int a = 0; a < q; a++) {
+        const double *row = est->jac + ((size_t)i * q + a) * np;
+        double d = 0.0;
+        for (int k = 0; k < np; k++)
+            if (est->jac_count[k] > 0)
+                d += row[k] / est->jac_count[k] * (est->x_pass[k] - est->x_commit[k]);
+        if (!(fabs(d) <= INNER_MAX_STEP * est->eta_sd[a]))
+            return;
+        move[a] = d;
+    }
+    for (int a = 0; a < q; a++)
+        eta[a] += move[a];
+}
+
 popk_status popk_estimator_pass(popk_estimator *est, popk_method method, const double *theta,
                                 const double *omega, const double *sigma, int commit,
                                 double *ofv, popk_error *err)
@@ -822,6 +876,30 @@ popk_status popk_estimator_pass(popk_estimator *est, popk_method method, const d
                 !memcmp(theta, est->tay_theta, (size_t)prob->ntheta * sizeof *theta) &&
                 !memcmp(sigma, est->tay_sigma, (size_t)prob->nsigma * sizeof *sigma);
     int keep = commit && est->want_hessians && method == POPK_METHOD_FOCEI && q > 0;
+    /* where this pass lies from the committed EBEs' point in x: one coordinate k moved by h
+     * (an outer difference: its models' steps give d eta / d x_k), or anywhere (a pass that
+     * solves the inner problem: start from the first-order prediction) */
+    int moved = -1, nmoved = 0, predict = 0;
+    double h = 0.0;
+    if (est->npar > 0 && q > 0 && est->x_commit_valid &&
+        popk_param_map_pack(est->map, theta, omega, sigma, est->x_pass, NULL) == POPK_OK) {
+        predict = 1;
+        for (int k = 0; k < est->npar; k++) {
+            double d = est->x_pass[k] - est->x_commit[k];
+            if (fabs(d) <= 1e-12 * (1.0 + fabs(est->x_commit[k]))) {
+                est->x_pass[k] = est->x_commit[k]; /* the round trip through theta */
+                d = 0.0;
+            }
+            if (d != 0.0) {
+                nmoved++;
+                moved = k;
+                h = d;
+            }
+            predict &= d == 0.0 || est->jac_count[k] > 0;
+        }
+        predict &= nmoved > 0 && !taylor;
+    }
+    int learn = taylor && nmoved == 1;
 #pragma omp parallel for num_threads(est->nthreads) schedule(dynamic)
     for (int i = 0; i < nsub; i++) {
         int thread = omp_get_thread_num();
@@ -838,10 +916,18 @@ popk_status popk_estimator_pass(popk_estimator *est, popk_method method, const d
                    (size_t)(q * q) * sizeof *est->hess_L);
         }
         int st = 1;
-        if (taylor && est->tay[i].ok)
+        if (taylor && est->tay[i].ok) {
             st = taylor_ofv(&c, est->eta + (size_t)i * q, est->hess_L + (size_t)i * q * q,
                             est->tay_vec + (size_t)i * est->tay_stride, reuse,
                             &est->terms_new[i]);
+            if (learn && st == 0)
+                for (int a = 0; a < q; a++)
+                    est->jac[((size_t)i * q + a) * est->npar + moved] += w->step[a] / h;
+        }
+        if (learn && st != 0)
+            est->jac_bad[i] = 1;
+        if (predict && !est->jac_bad[i])
+            predict_eta(est, i, est->eta_new + (size_t)i * q);
         if (st > 0) /* no model, or the model does not reach: solve the inner problem */
             st = individual(&c, method, est->eta_new + (size_t)i * q, &est->terms_new[i],
                             est->eta_cov_new + (size_t)i * q * q,
@@ -899,7 +985,13 @@ popk_status popk_estimator_pass(popk_estimator *est, popk_method method, const d
         est->hess_ok = est->hess_ok_new;
         est->hess_ok_new = t;
         est->taylor_valid = keep;
+        if (est->npar > 0 && q > 0)
+            est->x_commit_valid = popk_param_map_pack(est->map, theta, omega, sigma,
+                                                      est->x_commit, NULL) == POPK_OK;
         if (keep) {
+            memset(est->jac, 0, (size_t)nsub * q * est->npar * sizeof *est->jac);
+            memset(est->jac_count, 0, (size_t)est->npar * sizeof *est->jac_count);
+            memset(est->jac_bad, 0, (size_t)nsub * sizeof *est->jac_bad);
             taylor_rec *tr = est->tay;
             est->tay = est->tay_new;
             est->tay_new = tr;
@@ -911,6 +1003,8 @@ popk_status popk_estimator_pass(popk_estimator *est, popk_method method, const d
                 est->tay_base += est->tay[i].ok ? est->tay[i].base : est->terms[i];
         }
     }
+    if (learn)
+        est->jac_count[moved]++;
     *ofv = sum;
     return POPK_OK;
 }

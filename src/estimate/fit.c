@@ -231,7 +231,7 @@ static void outer_keep_best(outer_ctx *c, const double *x, double f)
         memcpy(c->eta_best, popk_estimator_eta(c->est), c->eta_size * sizeof *c->eta_best);
         memcpy(c->x_best, x, (size_t)c->npar * sizeof *x);
     } else
-        popk_estimator_set_eta(c->est, c->eta_best);
+        popk_estimator_restore(c->est, c->eta_best, c->x_best);
 }
 
 /* The stopping rule above at an iteration with gradient g and second differences curv. */
@@ -545,7 +545,7 @@ popk_estimate_result *popk_estimate(const popk_problem *prob, const popk_estimat
                 goto fail;
             }
             memcpy(x, c.x_best, (size_t)n * sizeof *x);
-            popk_estimator_set_eta(est, c.eta_best);
+            popk_estimator_restore(est, c.eta_best, c.x_best);
             if (c.user_stop || c.stalled || c.calls >= maxeval ||
                 (res != NLOPT_FAILURE && res != NLOPT_ROUNDOFF_LIMITED) ||
                 !(c.best < best_before - 1e-6))
