@@ -111,6 +111,7 @@ struct popk_estimator {
     double *eta_sd;                 /* sqrt(Omega_kk) of the current pass */
     double logdet_omega;
     int *status;
+    int *noisy;                     /* per subject: l has shown noise (newton) */
     /* Cholesky factors of half the Hessian of l_i (hess_ok[i]: set and positive definite)
      * at the EBE of the last commit pass that had want_hessians set: the Newton metric of
      * the first inner steps of later passes; *_new as eta_new */
@@ -185,6 +186,7 @@ void popk_estimator_free(popk_estimator *est)
     free(est->Oi);
     free(est->eta_sd);
     free(est->status);
+    free(est->noisy);
     free(est->hess_L);
     free(est->hess_L_new);
     free(est->hess_ok);
@@ -257,6 +259,7 @@ popk_estimator *popk_estimator_create(const popk_problem *prob, int nthreads, po
     est->Oi = xcalloc(q * q, sizeof(double), &fail);
     est->eta_sd = xcalloc(q, sizeof(double), &fail);
     est->status = xcalloc(ns, sizeof(int), &fail);
+    est->noisy = xcalloc(ns, sizeof(int), &fail);
     est->hess_L = xcalloc(ns * q * q, sizeof(double), &fail);
     est->hess_L_new = xcalloc(ns * q * q, sizeof(double), &fail);
     est->hess_ok = xcalloc(ns, sizeof(int), &fail);
@@ -513,7 +516,9 @@ static int newton(const indiv *c, double *eta, double *l, int evaluated)
     int st;
     double decrement = 0.0;
     int warm_steps = c->warm_L ? INNER_WARM_HESSIAN_STEPS : 0;
-    int noisy = 0; /* l showed noise above the expected decrease of a full step */
+    /* l showed noise above the expected decrease of a full step, in this call or an earlier
+     * inner problem of the subject (the noise is the model's: its ODE solver) */
+    int noisy = c->est->noisy[c->i];
     for (int it = 0; it < INNER_MAXIT; it++) {
         int exact = it < warm_steps;
         if (exact)
@@ -567,7 +572,8 @@ static int newton(const indiv *c, double *eta, double *l, int evaluated)
                 accepted = 1;
                 t_accepted = t;
             } else if (st == 0 && t == 1.0 && decrement < INNER_GRADIENT_ACCEPT &&
-                       (noisy = 1) && trial_decrement(c) < 0.25 * decrement) {
+                       (noisy = c->est->noisy[c->i] = 1) &&
+                       trial_decrement(c) < 0.25 * decrement) {
                 /* Near the mode the expected decrease (decrement / 2) can be below the noise
                  * of l (an ODE solver's tolerance): l1 says nothing there, but the gradient,
                  * which the sensitivities give to the solver's relative accuracy, does. A
