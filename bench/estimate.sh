@@ -5,7 +5,9 @@
 # run time grows with the number of subjects (ACOP Oral_1CPT single dose resampled to 60, 120,
 # 240 and 480 subjects).
 #
-# Times: "fit s" is popk's own figure (estimation + covariance step, fit.yaml runtime_s);
+# Times: "fit s" is popk's own figure (estimation + covariance step, fit.yaml runtime_s), "cov s"
+# the covariance step's share; "preds/n" the estimation's subject predictions per subject (the
+# work measure: passes differ in cost);
 # "wall s" and "cpu s" are the whole process (start-up, reading, writing the outputs). On a
 # shared machine wall time includes waiting for a core, so the CPU time is printed too.
 # Usage: bench/estimate.sh [BUILD_DIR]   Environment: THREADS (default 2), REPS (theo_sd
@@ -37,7 +39,7 @@ fit() {
     if [ "$rc" -eq 124 ]; then
         wall_s=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", (b - a) / 1e9 }')
         cpu_s=$(awk '{ printf "%.3f", $1 + $2 }' "$tmp/time" 2>/dev/null || echo nan)
-        fit_s=$wall_s ofv=nan status="TIMEOUT(>${LIMIT}s)" nsub=- nobs=- evals=- iters=-
+        fit_s=$wall_s ofv=nan status="TIMEOUT(>${LIMIT}s)" nsub=- nobs=- evals=- iters=- preds=- cov_s=nan
         return
     fi
     if [ "$rc" -ne 0 ] && [ "$rc" -ne 3 ]; then
@@ -47,21 +49,23 @@ fit() {
     fi
     wall_s=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", (b - a) / 1e9 }')
     cpu_s=$(awk '{ printf "%.3f", $1 + $2 }' "$tmp/time")
-    read -r fit_s ofv status nsub nobs evals iters < <(awk '
+    read -r fit_s ofv status nsub nobs evals iters preds cov_s < <(awk '
         /^  runtime_s:/ { r = $2 } /^  ofv:/ { o = $2 } /^  status:/ { s = ($2 == "converged") ? "ok" : "NOCONV" }
         /^  subjects:/ { n = $2 } /^  observations:/ { m = $2 } /^  evaluations:/ { e = $2 }
-        /^  iterations:/ { it = $2 }
-        END { print r, o, s, n, m, e, it }' "$out/fit.yaml")
+        /^  iterations:/ { it = $2 } /^  predictions:/ { p = $2 } /^    runtime_s:/ { c = $2 }
+        END { print r, o, s, n, m, e, it, p, (c == "" ? 0 : c) }' "$out/fit.yaml")
 }
 
 median() { sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 
 echo "== popk fit, FOCE-I, $threads threads ($(nproc) cores; load average $(cut -d' ' -f1-3 /proc/loadavg)) =="
-printf '%-22s %4s %5s %8s %8s %8s %8s %9s %8s %12s %6s %5s %s\n' case subj obs 'fit s' 'wall s' \
-    'cpu s' target 'NONMEM s' 'nlmixr2' OFV evals iters status
+printf '%-22s %4s %5s %8s %7s %8s %8s %8s %9s %8s %12s %6s %5s %7s %s\n' case subj obs 'fit s' \
+    'cov s' 'wall s' 'cpu s' target 'NONMEM s' 'nlmixr2' OFV evals iters 'preds/n' status
 row() { # name target nonmem nlmixr2
-    printf '%-22s %4s %5s %8.3f %8.3f %8.3f %8s %9s %8s %12.4f %6s %5s %s\n' "$1" "$nsub" "$nobs" \
-        "$fit_s" "$wall_s" "$cpu_s" "$2" "$3" "$4" "$ofv" "$evals" "$iters" "$status"
+    printf '%-22s %4s %5s %8.3f %7.3f %8.3f %8.3f %8s %9s %8s %12.4f %6s %5s %7s %s\n' "$1" "$nsub" \
+        "$nobs" "$fit_s" "$cov_s" "$wall_s" "$cpu_s" "$2" "$3" "$4" "$ofv" "$evals" "$iters" \
+        "$(awk -v p="$preds" -v n="$nsub" 'BEGIN { if (p == "-" || n == "-") print "-"; else printf "%.0f", p / n }')" \
+        "$status"
 }
 
 # theo_sd: the median of REPS runs (it is short enough to be noisy)
