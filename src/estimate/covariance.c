@@ -14,6 +14,12 @@
  * (tight inner problems), so second differences with h = 1e-3 |p| lose ~1e-5 to noise and
  * ~1e-6 relative to truncation. */
 #define COV_REL_STEP 1e-3
+/* Smallest OFV change of a diagonal step when the OFV is noisy (estimator.c: some subject's l
+ * has shown its ODE solver's noise): 1e-2, against noise of ~1e-6, leaves R ~1e-4 of noise;
+ * the step is then about a tenth of the parameter's conditional SE, where the OFV is still
+ * quadratic to that order. ACOP Oral_1CPTMM's log KA of -0.001 got steps of 1e-5 from the
+ * relative rule, and a non-positive-definite R from the noise. */
+#define COV_NOISY_DOFV 1e-2
 
 typedef struct {
     popk_estimator *est;
@@ -153,25 +159,44 @@ popk_status popk_estimate_covariance(popk_estimator *est, popk_method method,
         goto out;
     }
     double f0;
-    /* the base pass leaves the EBEs at the estimates as the warm start of every other pass */
-    if ((rc = ofv_at(&c, res->p, 1, &f0, err)) != POPK_OK) {
+    /* the base pass leaves the EBEs at the estimates as the warm start of every other pass,
+     * with each subject's Hessian of l there as the metric of their first Newton steps (the
+     * passes also learn and use the EBEs' move with the parameters, estimator.c) */
+    popk_estimator_want_hessians(c.est, 1);
+    rc = ofv_at(&c, res->p, 1, &f0, err);
+    popk_estimator_want_hessians(c.est, 0);
+    if (rc != POPK_OK) {
         fail(res, rc, "OFV failed at the estimates", NULL);
         goto out;
     }
     for (int k = 0; k < n; k++) {
         h[k] = step_for(&c, res->p, k);
-        memcpy(c.pt, res->p, (size_t)n * sizeof *c.pt);
-        c.pt[k] = res->p[k] + h[k];
-        if ((rc = ofv_at(&c, c.pt, 0, &fplus[k], err)) != POPK_OK)
+        for (int attempt = 0; attempt < 2; attempt++) {
+            memcpy(c.pt, res->p, (size_t)n * sizeof *c.pt);
+            c.pt[k] = res->p[k] + h[k];
+            if ((rc = ofv_at(&c, c.pt, 0, &fplus[k], err)) != POPK_OK)
+                break;
+            memcpy(tplus, popk_estimator_trial_terms(est), (size_t)ns * sizeof *tplus);
+            c.pt[k] = res->p[k] - h[k];
+            if ((rc = ofv_at(&c, c.pt, 0, &fminus[k], err)) != POPK_OK)
+                break;
+            const double *tminus = popk_estimator_trial_terms(est);
+            for (int i = 0; i < ns; i++)
+                gi[(size_t)i * n + k] = (tplus[i] - tminus[i]) / (2.0 * h[k]);
+            double d = (fplus[k] - 2.0 * f0 + fminus[k]) / (h[k] * h[k]);
+            res->R[k * n + k] = d;
+            /* A noisy OFV (an ODE solver's tolerance: ~1e-6 over the subjects) needs steps
+             * that move it by more than its noise: widen the step to change the OFV by
+             * COV_NOISY_DOFV (about a tenth of the parameter's conditional SE), once. */
+            if (attempt > 0 || !popk_estimator_noisy(est))
+                break;
+            double wide = d > 0.0 ? sqrt(2.0 * COV_NOISY_DOFV / d) : 10.0 * h[k];
+            if (!(wide > 2.0 * h[k]) || !isfinite(wide))
+                break;
+            h[k] = fmin(wide, 100.0 * h[k]);
+        }
+        if (rc != POPK_OK)
             break;
-        memcpy(tplus, popk_estimator_trial_terms(est), (size_t)ns * sizeof *tplus);
-        c.pt[k] = res->p[k] - h[k];
-        if ((rc = ofv_at(&c, c.pt, 0, &fminus[k], err)) != POPK_OK)
-            break;
-        const double *tminus = popk_estimator_trial_terms(est);
-        for (int i = 0; i < ns; i++)
-            gi[(size_t)i * n + k] = (tplus[i] - tminus[i]) / (2.0 * h[k]);
-        res->R[k * n + k] = (fplus[k] - 2.0 * f0 + fminus[k]) / (h[k] * h[k]);
     }
     /* off-diagonal: F(+k+l) and F(-k-l) with the axis values (O(h^2), n(n-1) passes) */
     for (int k = 0; k < n && rc == POPK_OK; k++)

@@ -28,6 +28,9 @@ const double *popk_estimator_trial_terms(const popk_estimator *est);
 /* popk_estimator_set_eta with EBEs committed at the outer vector x (popk_param_map): the
  * passes that follow may start from the EBEs' first-order prediction about x. */
 void popk_estimator_restore(popk_estimator *est, const double *eta, const double *x);
+/* Non-zero once some subject's inner objective has shown noise above the expected decrease
+ * of a Newton step near its mode (an ODE solver's tolerance). */
+int popk_estimator_noisy(const popk_estimator *est);
 /* Subject predictions (calls of the problem's pred) so far, all threads. */
 long popk_estimator_predictions(const popk_estimator *est);
 const popk_problem *popk_estimator_problem(const popk_estimator *est);

@@ -295,6 +295,14 @@ const double *popk_estimator_trial_terms(const popk_estimator *est) { return est
 const double *popk_estimator_eta(const popk_estimator *est) { return est->eta; }
 const double *popk_estimator_eta_cov(const popk_estimator *est) { return est->eta_cov; }
 
+int popk_estimator_noisy(const popk_estimator *est)
+{
+    for (int i = 0; i < est->prob->nsub; i++)
+        if (est->noisy[i])
+            return 1;
+    return 0;
+}
+
 long popk_estimator_predictions(const popk_estimator *est)
 {
     long n = 0;
@@ -905,7 +913,9 @@ popk_status popk_estimator_pass(popk_estimator *est, popk_method method, const d
         }
         predict &= nmoved > 0 && !taylor;
     }
-    int learn = taylor && nmoved == 1;
+    /* passes that move one coordinate teach J: the models' Newton steps (outer differences)
+     * or the re-solved EBEs' moves (e.g. the covariance step's diagonal) */
+    int learn = nmoved == 1 && !commit;
 #pragma omp parallel for num_threads(est->nthreads) schedule(dynamic)
     for (int i = 0; i < nsub; i++) {
         int thread = omp_get_thread_num();
@@ -921,17 +931,17 @@ popk_status popk_estimator_pass(popk_estimator *est, popk_method method, const d
             memcpy(est->hess_L_new + (size_t)i * q * q, est->hess_L + (size_t)i * q * q,
                    (size_t)(q * q) * sizeof *est->hess_L);
         }
-        int st = 1;
+        int st = 1, learned = 0;
         if (taylor && est->tay[i].ok) {
             st = taylor_ofv(&c, est->eta + (size_t)i * q, est->hess_L + (size_t)i * q * q,
                             est->tay_vec + (size_t)i * est->tay_stride, reuse,
                             &est->terms_new[i]);
-            if (learn && st == 0)
+            if (learn && st == 0) {
                 for (int a = 0; a < q; a++)
                     est->jac[((size_t)i * q + a) * est->npar + moved] += w->step[a] / h;
+                learned = 1;
+            }
         }
-        if (learn && st != 0)
-            est->jac_bad[i] = 1;
         if (predict && !est->jac_bad[i])
             predict_eta(est, i, est->eta_new + (size_t)i * q);
         if (st > 0) /* no model, or the model does not reach: solve the inner problem */
@@ -943,6 +953,12 @@ popk_status popk_estimator_pass(popk_estimator *est, popk_method method, const d
                             keep ? &est->tay_new[i] : NULL,
                             keep ? est->tay_vec_new + (size_t)i * est->tay_stride : NULL);
         est->status[i] = st;
+        if (learn && st == 0 && !learned) {
+            const double *e1 = est->eta_new + (size_t)i * q, *e0 = est->eta + (size_t)i * q;
+            for (int a = 0; a < q; a++)
+                est->jac[((size_t)i * q + a) * est->npar + moved] += (e1[a] - e0[a]) / h;
+        } else if (learn && st != 0)
+            est->jac_bad[i] = 1;
         if (est->status[i] != 0)
             est->sub_err[i] = w->err;
     }
