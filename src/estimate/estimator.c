@@ -575,12 +575,15 @@ static int newton(const indiv *c, double *eta, double *l, int evaluated)
             st = evaluate(c, w->eta1, w->f1, w->V1, w->G1, w->dV1, &l1, w->grad1, w->M1);
             if (st < 0)
                 return st;
+            /* l's noise shows: a full step expected to change l by less than 5e-13 changed
+             * it by more than 1e-10 of itself, a hundred times its rounding */
+            if (st == 0 && t == 1.0 && decrement < 1e-12 && l1 - *l > 1e-10 * (1.0 + fabs(*l)))
+                noisy = c->est->noisy[c->i] = 1;
             /* Armijo, with room for rounding in l once the decrease is at that level */
             if (st == 0 && l1 <= *l + 1e-4 * t * slope + 1e-13 * fabs(*l)) {
                 accepted = 1;
                 t_accepted = t;
             } else if (st == 0 && t == 1.0 && decrement < INNER_GRADIENT_ACCEPT &&
-                       (noisy = c->est->noisy[c->i] = 1) &&
                        trial_decrement(c) < 0.25 * decrement) {
                 /* Near the mode the expected decrease (decrement / 2) can be below the noise
                  * of l (an ODE solver's tolerance): l1 says nothing there, but the gradient,
