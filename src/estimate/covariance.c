@@ -20,6 +20,7 @@
  * quadratic to that order. ACOP Oral_1CPTMM's log KA of -0.001 got steps of 1e-5 from the
  * relative rule, and a non-positive-definite R from the noise. */
 #define COV_NOISY_DOFV 1e-2
+#define COV_NOISY_WIDENINGS 4
 
 typedef struct {
     popk_estimator *est;
@@ -171,7 +172,7 @@ popk_status popk_estimate_covariance(popk_estimator *est, popk_method method,
     }
     for (int k = 0; k < n; k++) {
         h[k] = step_for(&c, res->p, k);
-        for (int attempt = 0; attempt < 2; attempt++) {
+        for (int attempt = 0; attempt < COV_NOISY_WIDENINGS + 1; attempt++) {
             memcpy(c.pt, res->p, (size_t)n * sizeof *c.pt);
             c.pt[k] = res->p[k] + h[k];
             if ((rc = ofv_at(&c, c.pt, 0, &fplus[k], err)) != POPK_OK)
@@ -186,12 +187,14 @@ popk_status popk_estimate_covariance(popk_estimator *est, popk_method method,
             double d = (fplus[k] - 2.0 * f0 + fminus[k]) / (h[k] * h[k]);
             res->R[k * n + k] = d;
             /* A noisy OFV (an ODE solver's tolerance: ~1e-6 over the subjects) needs steps
-             * that move it by more than its noise: widen the step to change the OFV by
-             * COV_NOISY_DOFV (about a tenth of the parameter's conditional SE), once. */
-            if (attempt > 0 || !popk_estimator_noisy(est))
+             * that move it by more than its noise: widen the step until it changes the OFV by
+             * about COV_NOISY_DOFV (a tenth of the parameter's conditional SE); a
+             * non-positive second difference (noise) widens it tenfold. */
+            if (!popk_estimator_noisy(est) || (d > 0.0 && 0.5 * d * h[k] * h[k] >=
+                                                              0.25 * COV_NOISY_DOFV))
                 break;
             double wide = d > 0.0 ? sqrt(2.0 * COV_NOISY_DOFV / d) : 10.0 * h[k];
-            if (!(wide > 2.0 * h[k]) || !isfinite(wide))
+            if (!(wide > h[k]) || !isfinite(wide))
                 break;
             h[k] = fmin(wide, 100.0 * h[k]);
         }
