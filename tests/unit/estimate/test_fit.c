@@ -381,6 +381,70 @@ static void test_acop_oral_perturbed(void) { acop_fit(&acop_refs[1], &oral, 0.3)
 /* Covariance options at the theo_sd estimates: R-only is 2 R^-1, S-only 4 S^-1, the sandwich
  * satisfies R cov R = S; R agrees with second differences of the OFV taken with another step;
  * the three SEs agree roughly (information equality at the optimum of a sound model). */
+/* theo_pred with an ODE solver's kind of noise: each prediction off by up to 1e-7 relative,
+ * a deterministic hash of (theta, sigma, eta, record) so that 1 and 2 threads agree; the
+ * sensitivities are exact. l then carries noise of ~1e-6 per subject. */
+static int theo_pred_noisy(int i, int thread, const double *theta, const double *sigma,
+                           const double *eta, double *f, double *V, double *G, double *dV,
+                           void *user, popk_error *err)
+{
+    int st = theo_pred(i, thread, theta, sigma, eta, f, V, G, dV, user, err);
+    if (st != 0)
+        return st;
+    unsigned long long h0 = 1469598103934665603ULL;
+    const double *parts[] = {theta, sigma, eta};
+    const int sizes[] = {3, 1, 3};
+    for (int p = 0; p < 3; p++) {
+        const unsigned char *b = (const unsigned char *)parts[p];
+        for (size_t k = 0; k < sizes[p] * sizeof(double); k++)
+            h0 = (h0 ^ b[k]) * 1099511628211ULL;
+    }
+    for (int j = 0; j < theo.nobs[i]; j++) {
+        unsigned long long h = (h0 ^ (unsigned long long)(j + 1)) * 1099511628211ULL;
+        h ^= h >> 29;
+        h *= 0xbf58476d1ce4e5b9ULL;
+        h ^= h >> 32;
+        f[j] *= 1.0 + 1e-7 * ((double)(h >> 11) / 4503599627370496.0 - 1.0);
+    }
+    return 0;
+}
+
+/* The covariance step on a noisy OFV (theo_pred_noisy) at the noise-free estimates: the
+ * relative steps of the second differences (1e-3 of each parameter, a change of the OFV of
+ * 1e-6 to 1e-4) would be noise; once the estimator has seen the noise the steps widen until
+ * they move the OFV by ~1e-2, and the SEs match the noise-free ones. */
+static void test_covariance_noisy(void)
+{
+    popk_problem p;
+    theo_problem(&p);
+    popk_estimate_result *r = fit(&p, POPK_METHOD_FOCEI, POPK_COV_SANDWICH, 2, NULL);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(r);
+    CU_ASSERT_EQUAL_FATAL(r->cov_status, POPK_OK);
+    popk_problem pn = p;
+    pn.pred = theo_pred_noisy;
+    pn.theta0 = r->theta;
+    pn.omega0 = r->omega;
+    pn.sigma0 = r->sigma;
+    popk_estimate_options opt;
+    popk_estimate_options_default(&opt);
+    opt.evaluate_only = 1;
+    opt.nthreads = 2;
+    popk_error err;
+    popk_estimate_result *rn = popk_estimate(&pn, &opt, &err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(rn);
+    CU_ASSERT_EQUAL_FATAL(rn->cov_status, POPK_OK);
+    double worst = 0.0;
+    printf("\n  SEs with noise / without:");
+    for (int k = 0; k < r->npar; k++) {
+        printf(" %.5f/%.5f", rn->se[k], r->se[k]);
+        worst = fmax(worst, fabs(rn->se[k] / r->se[k] - 1.0));
+    }
+    printf("\n  worst relative difference %.2e\n", worst);
+    CU_ASSERT(worst < 0.05); /* without the widening: 88%, or R not positive definite */
+    popk_estimate_result_free(rn);
+    popk_estimate_result_free(r);
+}
+
 static void test_covariance_kinds(void)
 {
     popk_problem p;
@@ -531,6 +595,7 @@ int main(void)
     CU_add_test(s, "theo_fo", test_theo_fo);
     CU_add_test(s, "callback_and_evaluate", test_callback_and_evaluate);
     CU_add_test(s, "covariance_kinds", test_covariance_kinds);
+    CU_add_test(s, "covariance_noisy", test_covariance_noisy);
     CU_add_test(s, "covariance_failure", test_covariance_failure);
     CU_add_test(s, "naive_pooled", test_naive_pooled);
     CU_add_test(s, "acop_bolus", test_acop_bolus);
