@@ -208,6 +208,25 @@ static int ode_jac(popk_sunreal t, N_Vector y, N_Vector fy, SUNMatrix jm, void *
     return 0;
 }
 
+/* s_k' = J s_k + df/dq_k for direction k from the Jacobian and partials the callback left in
+ * o->jac and o->dfdq; checks it is finite (recording the direction). */
+static int ode_sens_direction(popk_ode *o, double t, int k, const double *s, double *sdot)
+{
+    int n = o->n;
+    const double *partial = o->dfdq + (size_t)k * (size_t)n;
+    for (int i = 0; i < n; i++) {
+        const double *jrow = o->jac + (size_t)i * (size_t)n;
+        double acc = partial[i];
+        for (int j = 0; j < n; j++)
+            acc += jrow[j] * s[j];
+        sdot[i] = acc;
+    }
+    int rc = ode_check_finite(o, t, sdot, n, 1, ode_where_sensitivity);
+    if (rc != 0)
+        o->problem.col = k; /* direction k, state row */
+    return rc;
+}
+
 static int ode_fs(int ns, popk_sunreal t, N_Vector y, N_Vector ydot, N_Vector *ys,
                   N_Vector *ysdot, void *data, N_Vector tmp1, N_Vector tmp2)
 {
@@ -222,23 +241,10 @@ static int ode_fs(int ns, popk_sunreal t, N_Vector y, N_Vector ydot, N_Vector *y
                     o->user);
     if (rc != 0)
         return ode_user_failure(o, t, rc, ode_where_sensitivity);
-    for (int k = 0; k < ns; k++) {
-        const double *s = N_VGetArrayPointer(ys[k]);
-        double *sdot = N_VGetArrayPointer(ysdot[k]);
-        const double *partial = o->dfdq + (size_t)k * (size_t)n;
-        for (int i = 0; i < n; i++) {
-            const double *jrow = o->jac + (size_t)i * (size_t)n;
-            double acc = partial[i];
-            for (int j = 0; j < n; j++)
-                acc += jrow[j] * s[j];
-            sdot[i] = acc;
-        }
-        rc = ode_check_finite(o, t, sdot, n, 1, ode_where_sensitivity);
-        if (rc != 0) {
-            o->problem.col = k; /* direction k, state row */
+    for (int k = 0; k < ns; k++)
+        if ((rc = ode_sens_direction(o, t, k, N_VGetArrayPointer(ys[k]),
+                                     N_VGetArrayPointer(ysdot[k]))) != 0)
             return rc;
-        }
-    }
     return 0;
 }
 
@@ -258,23 +264,10 @@ static int ode_f_aug(popk_sunreal t, N_Vector Y, N_Vector Ydot, void *data)
     rc = ode_check_finite(o, t, ydot, n, 1, ode_where_rhs);
     if (rc != 0)
         return rc;
-    for (int k = 0; k < ns; k++) {
-        const double *sk = y + (size_t)(k + 1) * (size_t)n;
-        double *sdot = ydot + (size_t)(k + 1) * (size_t)n;
-        const double *partial = o->dfdq + (size_t)k * (size_t)n;
-        for (int i = 0; i < n; i++) {
-            const double *jrow = o->jac + (size_t)i * (size_t)n;
-            double acc = partial[i];
-            for (int j = 0; j < n; j++)
-                acc += jrow[j] * sk[j];
-            sdot[i] = acc;
-        }
-        rc = ode_check_finite(o, t, sdot, n, 1, ode_where_sensitivity);
-        if (rc != 0) {
-            o->problem.col = k;
+    for (int k = 0; k < ns; k++)
+        if ((rc = ode_sens_direction(o, t, k, y + (size_t)(k + 1) * (size_t)n,
+                                     ydot + (size_t)(k + 1) * (size_t)n)) != 0)
             return rc;
-        }
-    }
     return 0;
 }
 
