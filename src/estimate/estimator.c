@@ -1013,10 +1013,13 @@ popk_status popk_estimator_pass(popk_estimator *est, popk_method method, const d
         if (est->npar > 0 && q > 0)
             est->x_commit_valid = popk_param_map_pack(est->map, theta, omega, sigma,
                                                       est->x_commit, NULL) == POPK_OK;
-        if (keep) {
+        if (est->want_hessians && q > 0) {
+            /* a new gradient point (any method): J is learnt afresh about it */
             memset(est->jac, 0, (size_t)nsub * q * est->npar * sizeof *est->jac);
             memset(est->jac_count, 0, (size_t)est->npar * sizeof *est->jac_count);
             memset(est->jac_bad, 0, (size_t)nsub * sizeof *est->jac_bad);
+        }
+        if (keep) {
             taylor_rec *tr = est->tay;
             est->tay = est->tay_new;
             est->tay_new = tr;
