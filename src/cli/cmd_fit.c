@@ -23,7 +23,7 @@ static void usage(FILE *out)
             "  --method M      focei (default), foce, fo or laplace\n"
             "  --out DIR       output directory (default: <model name>-fit)\n"
             "  --threads N     threads over individuals (default: all cores)\n"
-            "  --optimizer O   slsqp (default), lbfgs or bobyqa\n"
+            "  --optimizer O   slsqp (default), lbfgs, bobyqa or bhhh\n"
             "  --cov C         covariance step: sandwich (default), r, s or none\n"
             "  --maxeval N     limit on outer objective evaluations (default 2000)\n"
             "  --evaluate      objective, EBEs and tables at the initial values only\n"
@@ -98,7 +98,7 @@ int popk_cmd_fit(int argc, char **argv)
             }
         } else if (!strcmp(a, "--optimizer") && has) {
             if (popk_optimizer_parse(argv[++i], &opt.optimizer) != 0) {
-                fprintf(stderr, "popk fit: unknown optimizer '%s' (slsqp, lbfgs, bobyqa)\n",
+                fprintf(stderr, "popk fit: unknown optimizer '%s' (slsqp, lbfgs, bobyqa, bhhh)\n",
                         argv[i]);
                 return POPK_EXIT_INPUT;
             }

@@ -134,7 +134,7 @@ popk_status popk_estimator_joint_hessian(popk_estimator *est, int i, const doubl
 
 /* ---------------------------------------------------------------------------------------
  * Fit: outer optimisation, covariance step, per-subject outputs. */
-typedef enum { POPK_OPT_LBFGS, POPK_OPT_SLSQP, POPK_OPT_BOBYQA } popk_optimizer;
+typedef enum { POPK_OPT_LBFGS, POPK_OPT_SLSQP, POPK_OPT_BOBYQA, POPK_OPT_BHHH } popk_optimizer;
 typedef enum { POPK_COV_NONE, POPK_COV_SANDWICH, POPK_COV_R, POPK_COV_S } popk_covstep_kind;
 
 /* Called after each outer iteration (gradient algorithms: each evaluation with a gradient;

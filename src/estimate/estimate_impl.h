@@ -25,6 +25,9 @@ void popk_estimator_outer_differences(popk_estimator *est, int on);
  * consistent with them to O(h^2)) when they are in use, else 0. */
 int popk_estimator_taylor_base(const popk_estimator *est, double *base);
 const double *popk_estimator_trial_terms(const popk_estimator *est);
+/* Each subject's term at the committed point as the outer differences see it (its quadratic
+ * model's value when the models are in use, else the committed term); nsub values. */
+void popk_estimator_base_terms(const popk_estimator *est, double *out);
 /* popk_estimator_set_eta with EBEs committed at the outer vector x (popk_param_map): the
  * passes that follow may start from the EBEs' first-order prediction about x. */
 void popk_estimator_restore(popk_estimator *est, const double *eta, const double *x);

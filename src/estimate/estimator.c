@@ -311,6 +311,12 @@ long popk_estimator_predictions(const popk_estimator *est)
     return n;
 }
 
+void popk_estimator_base_terms(const popk_estimator *est, double *out)
+{
+    for (int i = 0; i < est->prob->nsub; i++)
+        out[i] = est->taylor_valid && est->tay[i].ok ? est->tay[i].base : est->terms[i];
+}
+
 int popk_estimator_taylor_base(const popk_estimator *est, double *base)
 {
     if (est->taylor_valid)

@@ -1,6 +1,7 @@
 /* estimate/fit.c — the outer search (NLopt over the unconstrained vector) and the fit driver
  * that collects the outputs of a fit (EBEs, shrinkage, covariance). */
 #include "estimate/estimate_impl.h"
+#include "estimate/linalg.h"
 #include "util/error.h"
 
 #include <math.h>
@@ -55,7 +56,7 @@ void popk_estimate_options_default(popk_estimate_options *opt)
 }
 
 static const char *const method_names[] = {"fo", "foce", "focei", "laplace"};
-static const char *const optimizer_names[] = {"lbfgs", "slsqp", "bobyqa"};
+static const char *const optimizer_names[] = {"lbfgs", "slsqp", "bobyqa", "bhhh"};
 static const char *const cov_names[] = {"none", "sandwich", "r", "s"};
 
 static int lookup(const char *const *names, int n, const char *name)
@@ -81,12 +82,12 @@ int popk_method_parse(const char *name, popk_method *method)
 
 const char *popk_optimizer_name(popk_optimizer optimizer)
 {
-    return optimizer >= 0 && optimizer < 3 ? optimizer_names[optimizer] : "unknown";
+    return optimizer >= 0 && optimizer < 4 ? optimizer_names[optimizer] : "unknown";
 }
 
 int popk_optimizer_parse(const char *name, popk_optimizer *optimizer)
 {
-    int k = lookup(optimizer_names, 3, name);
+    int k = lookup(optimizer_names, 4, name);
     if (k >= 0)
         *optimizer = (popk_optimizer)k;
     return k >= 0 ? 0 : -1;
@@ -304,6 +305,158 @@ static double outer_objective(unsigned n, const double *y, double *grad, void *d
     return f / c->scale;
 }
 
+/* BHHH (Berndt-Hall-Hall-Hausman) with Levenberg-Marquardt damping, --optimizer bhhh: the
+ * Hessian of the OFV approximated by B = 1/2 sum_i g_i g_i' of the subjects' gradients g_i
+ * (the outer information matrix of -2 log-likelihood terms), which the outer differences give
+ * at no extra cost (forward differences of each subject's term). Step: (B + lambda diag B) d =
+ * -g; a trial that does not lower the OFV by a tenth of the model's promise raises lambda
+ * tenfold and retries from the same point and gradient; an accepted one lowers it tenfold.
+ * Unlike the quasi-Newton searches it has a full curvature model from the first iteration,
+ * which helps strongly correlated parameters (ACOP Oral_1CPTMM's VM and KM). */
+#define BHHH_MAX_TRIES 12
+#define BHHH_MAX_STEP 1.0 /* longest step per scaled parameter */
+
+/* Forward differences of the OFV about x (committed with models): gradient g and the
+ * subjects' gradients gi (nsub x n). */
+static void bhhh_gradient(outer_ctx *c, const double *x, double *g, double *gi, double *base)
+{
+    int n = c->npar, ns = popk_estimator_problem(c->est)->nsub;
+    popk_estimator_base_terms(c->est, base);
+    memcpy(c->xt, x, (size_t)n * sizeof *x);
+    popk_estimator_outer_differences(c->est, 1);
+    for (int k = 0; k < n; k++) {
+        c->xt[k] = x[k] + OUTER_FD_STEP;
+        double fp = outer_ofv(c, c->xt, 0);
+        c->xt[k] = x[k];
+        g[k] = 0.0;
+        const double *t = popk_estimator_trial_terms(c->est);
+        for (int i = 0; i < ns; i++) {
+            double v = isfinite(fp) ? (t[i] - base[i]) / OUTER_FD_STEP : 0.0;
+            gi[(size_t)i * n + k] = v;
+            g[k] += v;
+        }
+    }
+    popk_estimator_outer_differences(c->est, 0);
+}
+
+/* Committed OFV at x with the models the differences use. */
+static double bhhh_commit(outer_ctx *c, const double *x)
+{
+    popk_estimator_want_hessians(c->est, 1);
+    double f = outer_ofv(c, x, 1);
+    popk_estimator_want_hessians(c->est, 0);
+    return f;
+}
+
+/* The search from x (its OFV f committed with models); x is left at the best point. Returns
+ * 0 converged, 1 not converged (evaluations or damping exhausted), -1 fatal. */
+static int outer_bhhh(outer_ctx *c, double *x, double f, int maxeval)
+{
+    int n = c->npar, ns = popk_estimator_problem(c->est)->nsub;
+    size_t q_eta = c->eta_size;
+    double *mem = calloc((size_t)n * (size_t)ns + 5 * (size_t)n * n + 4 * (size_t)n +
+                             (size_t)ns + q_eta + 1, sizeof *mem);
+    if (!mem)
+        return -1;
+    double *gi = mem, *B = gi + (size_t)n * ns, *A = B + (size_t)n * n, *g = A + (size_t)n * n;
+    double *d = g + n, *xn = d + n, *base = xn + n, *eta = base + ns;
+    double lambda = 1e-3, last_gain = HUGE_VAL;
+    int status = 1;
+    while (c->evaluations < maxeval) {
+        bhhh_gradient(c, x, g, gi, base);
+        if (c->fatal != POPK_OK)
+            break;
+        for (int a = 0; a < n; a++)
+            for (int b = 0; b < n; b++) {
+                double v = 0.0;
+                for (int i = 0; i < ns; i++)
+                    v += gi[(size_t)i * n + a] * gi[(size_t)i * n + b];
+                B[a * n + b] = 0.5 * v;
+            }
+        c->iterations++;
+        if (c->iter) {
+            popk_param_map_unpack(c->map, x, c->theta, c->omega, c->sigma);
+            if (c->iter(c->iterations, f, c->theta, c->omega, c->sigma, c->iter_user)) {
+                c->user_stop = 1;
+                break;
+            }
+        }
+        double tol = popk_estimator_noisy(c->est) ? OUTER_STALL_OFV_NOISY : OUTER_STALL_OFV;
+        memcpy(eta, popk_estimator_eta(c->est), q_eta * sizeof *eta);
+        int accepted = 0;
+        double promise = 0.0;
+        for (int tries = 0; tries < BHHH_MAX_TRIES && !accepted; tries++) {
+            for (int k = 0; k < n * n; k++)
+                A[k] = B[k];
+            for (int k = 0; k < n; k++)
+                A[k * n + k] += lambda * (B[k * n + k] > 0.0 ? B[k * n + k] : 1.0);
+            if (popk_chol(n, A) != 0) {
+                lambda *= 10.0;
+                continue;
+            }
+            for (int k = 0; k < n; k++)
+                d[k] = -g[k];
+            popk_chol_solve(n, A, d);
+            double longest = 0.0;
+            for (int k = 0; k < n; k++)
+                longest = fmax(longest, fabs(d[k]));
+            if (longest > BHHH_MAX_STEP)
+                for (int k = 0; k < n; k++)
+                    d[k] *= BHHH_MAX_STEP / longest;
+            promise = 0.0;
+            for (int k = 0; k < n; k++)
+                promise -= 0.5 * g[k] * d[k];
+            if (promise < tol && last_gain < tol) {
+                status = 0; /* the model promises nothing more and the last step gained little */
+                goto done;
+            }
+            for (int k = 0; k < n; k++)
+                xn[k] = x[k] + d[k];
+            double fn = bhhh_commit(c, xn);
+            if (c->fatal != POPK_OK)
+                goto done;
+            if (isfinite(fn) && fn < f - 0.1 * promise) {
+                accepted = 1;
+                last_gain = f - fn;
+                f = fn;
+                memcpy(x, xn, (size_t)n * sizeof *x);
+                c->best = f;
+                memcpy(c->eta_best, popk_estimator_eta(c->est), q_eta * sizeof *eta);
+                memcpy(c->x_best, x, (size_t)n * sizeof *x);
+                lambda = fmax(lambda / 10.0, 1e-8);
+            } else {
+                if (isfinite(fn) && fn < f) { /* a gain, but less than promised */
+                    last_gain = f - fn;
+                    f = fn;
+                    memcpy(x, xn, (size_t)n * sizeof *x);
+                    c->best = f;
+                    memcpy(c->eta_best, popk_estimator_eta(c->est), q_eta * sizeof *eta);
+                    memcpy(c->x_best, x, (size_t)n * sizeof *x);
+                    accepted = 1;
+                } else
+                    popk_estimator_restore(c->est, eta, x);
+                lambda *= 10.0;
+            }
+        }
+        if (!accepted) {
+            /* no step lowers the OFV: the optimum within the OFV's smoothness, or a failure */
+            status = promise < 10.0 * tol ? 0 : 1;
+            break;
+        }
+        if (!popk_estimator_taylor_base(c->est, &promise) && c->method == POPK_METHOD_FOCEI) {
+            /* the accepted point was committed without models (restored): recommit */
+            f = bhhh_commit(c, x);
+            if (c->fatal != POPK_OK)
+                break;
+        }
+    }
+done:
+    if (c->fatal != POPK_OK)
+        status = -1;
+    free(mem);
+    return status;
+}
+
 /* Longest first step of the quasi-Newton search in x, per parameter. x holds a free theta
  * divided by |its initial value|, so 0.1 is a tenth of it: 0.7 on ACOP Oral_1CPTMM's log VM
  * of 7 (a factor 2 on VM). With 1.0 (a factor e^7) or 0.25 the first trial points of that
@@ -449,7 +602,8 @@ static nlopt_algorithm nlopt_algo(popk_optimizer o)
     switch (o) {
     case POPK_OPT_SLSQP: return NLOPT_LD_SLSQP;
     case POPK_OPT_BOBYQA: return NLOPT_LN_BOBYQA;
-    case POPK_OPT_LBFGS: break;
+    case POPK_OPT_LBFGS:
+    case POPK_OPT_BHHH: break; /* BHHH is popk's own (outer_bhhh) */
     }
     return NLOPT_LD_LBFGS;
 }
@@ -516,7 +670,25 @@ popk_estimate_result *popk_estimate(const popk_problem *prob, const popk_estimat
         c.scale += prob->nobs[i];
     if (c.scale < 1.0)
         c.scale = 1.0;
-    if (!opt->evaluate_only && n > 0) {
+    if (!opt->evaluate_only && n > 0 && opt->optimizer == POPK_OPT_BHHH) {
+        int maxeval = opt->maxeval > 0 ? opt->maxeval : 2000;
+        double f = bhhh_commit(&c, x);
+        int st = c.fatal == POPK_OK && isfinite(f) ? outer_bhhh(&c, x, f, maxeval) : -1;
+        if (c.fatal != POPK_OK) {
+            if (err)
+                *err = c.err;
+            goto fail;
+        }
+        r->nlopt_code = 0;
+        if (st != 0 || c.user_stop)
+            r->status = POPK_ERR_NOCONV;
+        memcpy(x, c.x_best, (size_t)n * sizeof *x);
+        popk_estimator_restore(est, c.eta_best, c.x_best);
+        popk_param_map_unpack(map, x, r->theta, r->omega, r->sigma);
+        if (popk_estimator_pass(est, opt->method, r->theta, r->omega, r->sigma, 1, &r->ofv,
+                                err) != POPK_OK)
+            goto fail;
+    } else if (!opt->evaluate_only && n > 0) {
         int maxeval = opt->maxeval > 0 ? opt->maxeval : 2000;
         nlopt_result res = NLOPT_FAILURE;
         /* A quasi-Newton search can stop early on a finite-difference gradient that fails

@@ -409,6 +409,38 @@ static int theo_pred_noisy(int i, int thread, const double *theta, const double 
     return 0;
 }
 
+/* --optimizer bhhh (fit.c outer_bhhh) on theo_sd FOCE-I: the nlmixr2 reference as test_theo_focei
+ * checks it (OFV 116.8038 within 0.02, thetas 1%, omegas 3%), and within 1e-3 of SLSQP's OFV
+ * (it converges linearly at the end: 12 subjects make a rough outer-product Hessian). */
+static void test_theo_bhhh(void)
+{
+    popk_problem p;
+    theo_problem(&p);
+    popk_estimate_options opt;
+    popk_estimate_options_default(&opt);
+    opt.optimizer = POPK_OPT_BHHH;
+    opt.covariance = POPK_COV_NONE;
+    opt.nthreads = 2;
+    popk_error err;
+    popk_estimate_result *r = popk_estimate(&p, &opt, &err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(r);
+    printf("\n  theo_sd FOCE-I, BHHH: OFV %.4f, %d iterations\n", r->ofv, r->iterations);
+    CU_ASSERT_EQUAL(r->status, POPK_OK);
+    CU_ASSERT_DOUBLE_EQUAL(r->ofv, 116.8038, 0.02);
+    CU_ASSERT(r->ofv - 116.8034 < 1e-3);
+    const double theta_ref[] = {0.464451, 1.012047, 3.459973}, omega_ref[] = {0.404625, 0.068796, 0.019222};
+    for (int k = 0; k < 3; k++) {
+        CU_ASSERT_DOUBLE_EQUAL(r->theta[k], theta_ref[k], 0.01 * theta_ref[k]);
+        CU_ASSERT_DOUBLE_EQUAL(r->omega[k * 4], omega_ref[k], 0.03 * omega_ref[k]);
+    }
+    CU_ASSERT_DOUBLE_EQUAL(r->sigma[0], 0.693839, 0.01 * 0.693839);
+    CU_ASSERT_STRING_EQUAL(popk_optimizer_name(POPK_OPT_BHHH), "bhhh");
+    popk_optimizer o;
+    CU_ASSERT_EQUAL(popk_optimizer_parse("bhhh", &o), 0);
+    CU_ASSERT_EQUAL(o, POPK_OPT_BHHH);
+    popk_estimate_result_free(r);
+}
+
 /* The covariance step on a noisy OFV (theo_pred_noisy) at the noise-free estimates: the
  * relative steps of the second differences (1e-3 of each parameter, a change of the OFV of
  * 1e-6 to 1e-4) would be noise; once the estimator has seen the noise the steps widen until
@@ -596,6 +628,7 @@ int main(void)
     CU_add_test(s, "callback_and_evaluate", test_callback_and_evaluate);
     CU_add_test(s, "covariance_kinds", test_covariance_kinds);
     CU_add_test(s, "covariance_noisy", test_covariance_noisy);
+    CU_add_test(s, "theo_bhhh", test_theo_bhhh);
     CU_add_test(s, "covariance_failure", test_covariance_failure);
     CU_add_test(s, "naive_pooled", test_naive_pooled);
     CU_add_test(s, "acop_bolus", test_acop_bolus);
