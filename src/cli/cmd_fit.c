@@ -23,7 +23,8 @@ static void usage(FILE *out)
             "  --method M      focei (default), foce, fo or laplace\n"
             "  --out DIR       output directory (default: <model name>-fit)\n"
             "  --threads N     threads over individuals (default: all cores)\n"
-            "  --optimizer O   slsqp (default), lbfgs, bobyqa or bhhh\n"
+            "  --optimizer O   auto (default: slsqp, or bhhh on a noisy ODE fit), slsqp,\n"
+            "                  lbfgs, bobyqa or bhhh\n"
             "  --cov C         covariance step: sandwich (default), r, s or none\n"
             "  --maxeval N     limit on outer objective evaluations (default 2000)\n"
             "  --evaluate      objective, EBEs and tables at the initial values only\n"
@@ -98,7 +99,7 @@ int popk_cmd_fit(int argc, char **argv)
             }
         } else if (!strcmp(a, "--optimizer") && has) {
             if (popk_optimizer_parse(argv[++i], &opt.optimizer) != 0) {
-                fprintf(stderr, "popk fit: unknown optimizer '%s' (slsqp, lbfgs, bobyqa, bhhh)\n",
+                fprintf(stderr, "popk fit: unknown optimizer '%s' (auto, slsqp, lbfgs, bobyqa, bhhh)\n",
                         argv[i]);
                 return POPK_EXIT_INPUT;
             }

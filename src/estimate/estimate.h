@@ -134,7 +134,15 @@ popk_status popk_estimator_joint_hessian(popk_estimator *est, int i, const doubl
 
 /* ---------------------------------------------------------------------------------------
  * Fit: outer optimisation, covariance step, per-subject outputs. */
-typedef enum { POPK_OPT_LBFGS, POPK_OPT_SLSQP, POPK_OPT_BOBYQA, POPK_OPT_BHHH } popk_optimizer;
+/* POPK_OPT_AUTO (the default): SLSQP, or BHHH when the first pass finds the OFV noisy (an ODE
+ * solver's tolerance; fit.c) */
+typedef enum {
+    POPK_OPT_LBFGS,
+    POPK_OPT_SLSQP,
+    POPK_OPT_BOBYQA,
+    POPK_OPT_BHHH,
+    POPK_OPT_AUTO
+} popk_optimizer;
 typedef enum { POPK_COV_NONE, POPK_COV_SANDWICH, POPK_COV_R, POPK_COV_S } popk_covstep_kind;
 
 /* Called after each outer iteration (gradient algorithms: each evaluation with a gradient;
@@ -172,6 +180,7 @@ typedef struct {
     popk_status status;       /* POPK_OK, or POPK_ERR_NOCONV (estimates are the best seen) */
     int nlopt_code;           /* NLopt's result */
     int iterations, evaluations; /* outer iterations; OFV passes including gradients */
+    popk_optimizer optimizer; /* the one used (POPK_OPT_AUTO resolved) */
     long predictions;         /* subject predictions (calls of pred) of the estimation */
     long cov_predictions;     /* ... of the covariance step */
     double cov_seconds;       /* wall time of the covariance step */

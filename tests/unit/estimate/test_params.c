@@ -165,7 +165,7 @@ static void test_names(void)
         CU_ASSERT_EQUAL(popk_covstep_parse(popk_covstep_name((popk_covstep_kind)k), &c), 0);
         CU_ASSERT_EQUAL(c, k);
     }
-    for (int k = 0; k < 3; k++) {
+    for (int k = 0; k < 5; k++) {
         CU_ASSERT_EQUAL(popk_optimizer_parse(popk_optimizer_name((popk_optimizer)k), &o), 0);
         CU_ASSERT_EQUAL(o, k);
     }
