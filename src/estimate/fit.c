@@ -421,7 +421,10 @@ static int outer_bhhh(outer_ctx *c, double *x, double f, int maxeval)
             double fn = bhhh_commit(c, xn);
             if (c->fatal != POPK_OK)
                 goto done;
-            if (isfinite(fn) && fn < f - 0.1 * promise) {
+            if (isfinite(fn) && fn < f) {
+                /* lower: taken; the damping falls if the step gave a tenth of its promise,
+                 * else rises */
+                lambda = fn < f - 0.1 * promise ? fmax(lambda / 10.0, 1e-8) : 10.0 * lambda;
                 accepted = 1;
                 last_gain = f - fn;
                 f = fn;
@@ -429,18 +432,8 @@ static int outer_bhhh(outer_ctx *c, double *x, double f, int maxeval)
                 c->best = f;
                 memcpy(c->eta_best, popk_estimator_eta(c->est), q_eta * sizeof *eta);
                 memcpy(c->x_best, x, (size_t)n * sizeof *x);
-                lambda = fmax(lambda / 10.0, 1e-8);
             } else {
-                if (isfinite(fn) && fn < f) { /* a gain, but less than promised */
-                    last_gain = f - fn;
-                    f = fn;
-                    memcpy(x, xn, (size_t)n * sizeof *x);
-                    c->best = f;
-                    memcpy(c->eta_best, popk_estimator_eta(c->est), q_eta * sizeof *eta);
-                    memcpy(c->x_best, x, (size_t)n * sizeof *x);
-                    accepted = 1;
-                } else
-                    popk_estimator_restore(c->est, eta, x);
+                popk_estimator_restore(c->est, eta, x);
                 lambda *= 10.0;
             }
         }

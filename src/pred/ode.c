@@ -184,6 +184,19 @@ static int ode_f(popk_sunreal t, N_Vector y, N_Vector ydot, void *data)
     return ode_check_finite(o, t, out, o->n, 1, ode_where_rhs);
 }
 
+/* The model's Jacobian at (t, y) into o->jac (n x n, row-major), checked finite; ydot is
+ * scratch for the right-hand side. */
+static int ode_eval_jacobian(popk_ode *o, popk_sunreal t, const double *y, double *ydot)
+{
+    int n = o->n;
+    o->stats.jac_evals++;
+    memset(o->jac, 0, sizeof(double) * (size_t)n * (size_t)n);
+    int rc = o->rhs(t, y, ydot, o->jac, NULL, o->user);
+    if (rc != 0)
+        return ode_user_failure(o, t, rc, ode_where_jacobian);
+    return ode_check_finite(o, t, o->jac, n, n, ode_where_jacobian);
+}
+
 static int ode_jac(popk_sunreal t, N_Vector y, N_Vector fy, SUNMatrix jm, void *data,
                    N_Vector tmp1, N_Vector tmp2, N_Vector tmp3)
 {
@@ -191,13 +204,8 @@ static int ode_jac(popk_sunreal t, N_Vector y, N_Vector fy, SUNMatrix jm, void *
     (void)tmp2;
     (void)tmp3;
     popk_ode *o = data;
-    o->stats.jac_evals++;
     int n = o->n;
-    memset(o->jac, 0, sizeof(double) * (size_t)n * (size_t)n);
-    int rc = o->rhs(t, N_VGetArrayPointer(y), N_VGetArrayPointer(tmp1), o->jac, NULL, o->user);
-    if (rc != 0)
-        return ode_user_failure(o, t, rc, ode_where_jacobian);
-    rc = ode_check_finite(o, t, o->jac, n, n, ode_where_jacobian);
+    int rc = ode_eval_jacobian(o, t, N_VGetArrayPointer(y), N_VGetArrayPointer(tmp1));
     if (rc != 0)
         return rc;
     for (int j = 0; j < n; j++) {
@@ -283,13 +291,8 @@ static int ode_jac_aug(popk_sunreal t, N_Vector y, N_Vector fy, SUNMatrix jm, vo
     (void)tmp2;
     (void)tmp3;
     popk_ode *o = data;
-    o->stats.jac_evals++;
     int n = o->n;
-    memset(o->jac, 0, sizeof(double) * (size_t)n * (size_t)n);
-    int rc = o->rhs(t, N_VGetArrayPointer(y), o->ydot_scratch, o->jac, NULL, o->user);
-    if (rc != 0)
-        return ode_user_failure(o, t, rc, ode_where_jacobian);
-    rc = ode_check_finite(o, t, o->jac, n, n, ode_where_jacobian);
+    int rc = ode_eval_jacobian(o, t, N_VGetArrayPointer(y), o->ydot_scratch);
     if (rc != 0)
         return rc;
     SUNMatZero(jm);
