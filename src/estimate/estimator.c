@@ -98,7 +98,7 @@ typedef struct {
 /* One subject's quadratic model (see struct popk_estimator). */
 typedef struct {
     int ok;
-    double l, logdet_m, base;
+    double base; /* the model's value at the committed point */
 } taylor_rec;
 
 struct popk_estimator {
@@ -121,14 +121,12 @@ struct popk_estimator {
     int outer_differences;          /* non-commit passes are the outer gradient's */
     /* The quadratic model of each subject's FOCE-I term about its committed EBE, kept by a
      * commit pass with want_hessians (taylor_valid: the last commit pass was one) for the
-     * outer finite differences (taylor_ofv): l, its gradient, log det M and its gradient in
-     * eta, and f, V, G, dV there (passes that change only Omega need no prediction);
-     * *_new as eta_new. */
+     * outer finite differences (taylor_ofv): the gradient of log det M in eta, and f, V, G, dV
+     * at the EBE (passes that change only Omega need no prediction); *_new as eta_new. */
     taylor_rec *tay, *tay_new;
-    double *tay_vec, *tay_vec_new;  /* per subject: g[q], dldm[q], f[n], V[n], G[n q], dV[n q] */
+    double *tay_vec, *tay_vec_new;  /* per subject: dldm[q], f[n], V[n], G[n q], dV[n q] */
     size_t tay_stride;
     double *tay_theta, *tay_sigma;  /* the parameters of the kept models */
-    double tay_base;                /* sum of the models' values at the committed point */
     int taylor_valid;
     /* The EBEs' first-order move with the outer vector x (popk_param_map), from the quadratic
      * models' Newton steps in the outer differences: jac[i][a][k] sums d eta_ia / d x_k over
@@ -267,7 +265,7 @@ popk_estimator *popk_estimator_create(const popk_problem *prob, int nthreads, po
     est->sub_err = xcalloc(ns, sizeof(popk_error), &fail);
     est->tay = xcalloc(ns, sizeof(taylor_rec), &fail);
     est->tay_new = xcalloc(ns, sizeof(taylor_rec), &fail);
-    est->tay_stride = 2 * q + n * (2 + 2 * q);
+    est->tay_stride = q + n * (2 + 2 * q);
     est->tay_vec = xcalloc(ns * est->tay_stride, sizeof(double), &fail);
     est->tay_vec_new = xcalloc(ns * est->tay_stride, sizeof(double), &fail);
     est->tay_theta = xcalloc((size_t)prob->ntheta, sizeof(double), &fail);
@@ -311,17 +309,27 @@ long popk_estimator_predictions(const popk_estimator *est)
     return n;
 }
 
+/* Subject i's term at the committed point as the outer differences see it. */
+static double base_term(const popk_estimator *est, int i)
+{
+    return est->taylor_valid && est->tay[i].ok ? est->tay[i].base : est->terms[i];
+}
+
 void popk_estimator_base_terms(const popk_estimator *est, double *out)
 {
     for (int i = 0; i < est->prob->nsub; i++)
-        out[i] = est->taylor_valid && est->tay[i].ok ? est->tay[i].base : est->terms[i];
+        out[i] = base_term(est, i);
 }
 
 int popk_estimator_taylor_base(const popk_estimator *est, double *base)
 {
-    if (est->taylor_valid)
-        *base = est->tay_base;
-    return est->taylor_valid;
+    if (!est->taylor_valid)
+        return 0;
+    double sum = 0.0; /* in subject order, as the passes sum */
+    for (int i = 0; i < est->prob->nsub; i++)
+        sum += base_term(est, i);
+    *base = sum;
+    return 1;
 }
 
 void popk_estimator_restore(popk_estimator *est, const double *eta, const double *x)
@@ -368,14 +376,13 @@ static popk_status set_omega(popk_estimator *est, const double *omega, popk_erro
     return POPK_OK;
 }
 
-/* Predict at eta into (f, V, G, dV) and form l, its gradient and the FOCE-I matrix
- * M = Omega^-1 + sum_j [g g'/V + 1/2 dV dV'/V^2] (half the Gauss-Newton Hessian of l).
- * Returns the callback's status, or 1 for a non-finite prediction. */
 static int joint_terms(const indiv *c, const double *eta, const double *f, const double *V,
                        const double *G, const double *dV, double *l, double *grad, double *M);
 
-static int evaluate(const indiv *c, const double *eta, double *f, double *V, double *G,
-                    double *dV, double *l, double *grad, double *M)
+/* The prediction at eta into (f, V) and, when G is not NULL, (G, dV); counted. Returns the
+ * callback's status, or 1 for a non-finite prediction. */
+static int predict(const indiv *c, const double *eta, double *f, double *V, double *G,
+                   double *dV)
 {
     const popk_estimator *est = c->est;
     int q = est->q, n = c->nobs;
@@ -389,39 +396,32 @@ static int evaluate(const indiv *c, const double *eta, double *f, double *V, dou
             return 1;
     if (c->fixed_var) {
         memcpy(V, c->w->V0, (size_t)n * sizeof *V);
-        memset(dV, 0, (size_t)(n * q) * sizeof *dV);
+        if (dV)
+            memset(dV, 0, (size_t)(n * q) * sizeof *dV);
     }
-    return joint_terms(c, eta, f, V, G, dV, l, grad, M);
+    return 0;
+}
+
+/* Predict at eta into (f, V, G, dV) and form l, its gradient and the FOCE-I matrix
+ * M = Omega^-1 + sum_j [g g'/V + 1/2 dV dV'/V^2] (half the Gauss-Newton Hessian of l).
+ * Returns the callback's status, or 1 for a non-finite prediction. */
+static int evaluate(const indiv *c, const double *eta, double *f, double *V, double *G,
+                    double *dV, double *l, double *grad, double *M)
+{
+    int st = predict(c, eta, f, V, G, dV);
+    return st ? st : joint_terms(c, eta, f, V, G, dV, l, grad, M);
 }
 
 /* l alone at eta (a prediction without sensitivities, which costs an ODE model a fraction
  * of one with them). */
 static int evaluate_value(const indiv *c, const double *eta, double *f, double *V, double *l)
 {
-    const popk_estimator *est = c->est;
-    int q = est->q, n = c->nobs;
-    c->w->predictions++;
-    int st = est->prob->pred(c->i, c->thread, c->theta, c->sigma, eta, f, V, NULL, NULL,
-                             est->prob->user, &c->w->err);
-    if (st != 0)
-        return st < 0 ? st : 1;
-    if (c->fixed_var)
-        memcpy(V, c->w->V0, (size_t)n * sizeof *V);
-    double s = est->logdet_omega;
-    for (int a = 0; a < q; a++)
-        for (int b = 0; b < q; b++)
-            s += eta[a] * est->Oi[a * q + b] * eta[b];
-    for (int j = 0; j < n; j++) {
-        if (!isfinite(f[j]) || !(V[j] > 0.0) || !isfinite(V[j]))
-            return 1;
-        double r = c->y[j] - f[j];
-        s += r * r / V[j] + log(V[j]);
-    }
-    *l = s;
-    return isfinite(s) ? 0 : 1;
+    int st = predict(c, eta, f, V, NULL, NULL);
+    return st ? st : joint_terms(c, eta, f, V, NULL, NULL, l, NULL, NULL);
 }
 
-/* l, its gradient and M at eta from the prediction (f, V, G, dV) there. */
+/* l, and unless grad is NULL its gradient and M, at eta from the prediction (f, V, G, dV)
+ * there. */
 static int joint_terms(const indiv *c, const double *eta, const double *f, const double *V,
                        const double *G, const double *dV, double *l, double *grad, double *M)
 {
@@ -433,6 +433,8 @@ static int joint_terms(const indiv *c, const double *eta, const double *f, const
         for (int b = 0; b < q; b++)
             oe += est->Oi[a * q + b] * eta[b];
         s += eta[a] * oe;
+        if (!grad)
+            continue;
         grad[a] = 2.0 * oe;
         for (int b = 0; b < q; b++)
             M[a * q + b] = est->Oi[a * q + b];
@@ -440,6 +442,8 @@ static int joint_terms(const indiv *c, const double *eta, const double *f, const
     for (int j = 0; j < n; j++) {
         double r = c->y[j] - f[j], v = V[j];
         s += r * r / v + log(v);
+        if (!grad)
+            continue;
         const double *g = G + (size_t)j * q, *dv = dV + (size_t)j * q;
         double wr = -2.0 * r / v, wv = 1.0 / v - r * r / (v * v);
         for (int a = 0; a < q; a++) {
@@ -448,7 +452,7 @@ static int joint_terms(const indiv *c, const double *eta, const double *f, const
                 M[a * q + b] += g[a] * g[b] / v + 0.5 * dv[a] * dv[b] / (v * v);
         }
     }
-    for (int a = 0; a < q; a++)
+    for (int a = 0; a < q && grad; a++)
         for (int b = a + 1; b < q; b++)
             M[a * q + b] = M[b * q + a];
     *l = s;
@@ -754,28 +758,23 @@ static int taylor_value(const indiv *c, double l, const double *g, double *M,
     return isfinite(*value) ? 0 : 1;
 }
 
-/* Layout of a subject's kept vectors: g[q], dldm[q], f[n], V[n], G[n q], dV[n q]. */
-static double *tay_g(double *v) { return v; }
-static double *tay_dldm(double *v, int q) { return v + q; }
-static double *tay_f(double *v, int q) { return v + 2 * q; }
+/* Layout of a subject's kept vectors: dldm[q], f[n], V[n], G[n q], dV[n q]. */
+static double *tay_dldm(double *v) { return v; }
+static double *tay_f(double *v, int q) { return v + q; }
 
-/* Keep the quadratic model about the EBE eta of a FOCE-I commit pass (the current buffers
- * hold the evaluation there, l its l; L = chol(H/2) from warm_hessian, dldm filled by it). */
-static void taylor_keep(const indiv *c, double l, double logdet_m, const double *L,
-                        taylor_rec *t, double *v)
+/* Keep the quadratic model about the EBE of a FOCE-I commit pass (the current buffers hold
+ * the evaluation there, l its l; L = chol(H/2) from warm_hessian, dldm filled by it). */
+static void taylor_keep(const indiv *c, double l, const double *L, taylor_rec *t, double *v)
 {
     workspace *w = c->w;
     int q = c->est->q, n = c->nobs;
-    t->l = l;
-    t->logdet_m = logdet_m;
-    memcpy(tay_g(v), w->grad, (size_t)q * sizeof *v);
     double *f = tay_f(v, q);
     memcpy(f, w->f, (size_t)n * sizeof *v);
     memcpy(f + n, w->V, (size_t)n * sizeof *v);
     memcpy(f + 2 * n, w->G, (size_t)(n * q) * sizeof *v);
     memcpy(f + 2 * n + n * q, w->dV, (size_t)(n * q) * sizeof *v);
     memcpy(w->M1, w->M, (size_t)(q * q) * sizeof *w->M1);
-    t->ok = taylor_value(c, l, w->grad, w->M1, L, tay_dldm(v, q), &t->base) == 0;
+    t->ok = taylor_value(c, l, w->grad, w->M1, L, tay_dldm(v), &t->base) == 0;
 }
 
 /* A subject's term in an outer finite-difference pass from its kept model: one prediction at
@@ -795,7 +794,7 @@ static int taylor_ofv(const indiv *c, const double *eta, const double *L, double
         st = evaluate(c, eta, w->f, w->V, w->G, w->dV, &l, w->grad, w->M);
     if (st)
         return st;
-    return taylor_value(c, l, w->grad, w->M, L, tay_dldm(v, q), value);
+    return taylor_value(c, l, w->grad, w->M, L, tay_dldm(v), value);
 }
 
 static int individual(const indiv *c0, popk_method method, double *eta, double *ofv, double *cov,
@@ -848,11 +847,11 @@ static int individual(const indiv *c0, popk_method method, double *eta, double *
     if (!isfinite(*ofv))
         return 1;
     if (method == POPK_METHOD_FOCEI && hess_ok) {
-        *hess_ok = warm_hessian(&c, eta, hess_L, logdet_m, tay ? tay_dldm(tay_v, q) : NULL) == 0;
+        *hess_ok = warm_hessian(&c, eta, hess_L, logdet_m, tay ? tay_dldm(tay_v) : NULL) == 0;
         if (tay) {
             tay->ok = 0;
             if (*hess_ok)
-                taylor_keep(&c, l, logdet_m, hess_L, tay, tay_v);
+                taylor_keep(&c, l, hess_L, tay, tay_v);
         }
     }
     return 0;
@@ -1032,9 +1031,6 @@ popk_status popk_estimator_pass(popk_estimator *est, popk_method method, const d
             swap_ptr(&est->tay_vec, &est->tay_vec_new);
             memcpy(est->tay_theta, theta, (size_t)prob->ntheta * sizeof *theta);
             memcpy(est->tay_sigma, sigma, (size_t)prob->nsigma * sizeof *sigma);
-            est->tay_base = 0.0;
-            for (int i = 0; i < nsub; i++)
-                est->tay_base += est->tay[i].ok ? est->tay[i].base : est->terms[i];
         }
     }
     if (learn)

@@ -65,6 +65,8 @@ static const char *const method_names[] = {"fo", "foce", "focei", "laplace"};
 static const char *const optimizer_names[] = {"lbfgs", "slsqp", "bobyqa", "bhhh", "auto"};
 static const char *const cov_names[] = {"none", "sandwich", "r", "s"};
 
+#define NAMES(a) ((int)(sizeof a / sizeof *a))
+
 static int lookup(const char *const *names, int n, const char *name)
 {
     for (int k = 0; name && k < n; k++)
@@ -75,12 +77,12 @@ static int lookup(const char *const *names, int n, const char *name)
 
 const char *popk_method_name(popk_method method)
 {
-    return method >= 0 && method < 4 ? method_names[method] : "unknown";
+    return method >= 0 && method < NAMES(method_names) ? method_names[method] : "unknown";
 }
 
 int popk_method_parse(const char *name, popk_method *method)
 {
-    int k = lookup(method_names, 4, name);
+    int k = lookup(method_names, NAMES(method_names), name);
     if (k >= 0)
         *method = (popk_method)k;
     return k >= 0 ? 0 : -1;
@@ -88,12 +90,13 @@ int popk_method_parse(const char *name, popk_method *method)
 
 const char *popk_optimizer_name(popk_optimizer optimizer)
 {
-    return optimizer >= 0 && optimizer < 5 ? optimizer_names[optimizer] : "unknown";
+    return optimizer >= 0 && optimizer < NAMES(optimizer_names) ? optimizer_names[optimizer]
+                                                                 : "unknown";
 }
 
 int popk_optimizer_parse(const char *name, popk_optimizer *optimizer)
 {
-    int k = lookup(optimizer_names, 5, name);
+    int k = lookup(optimizer_names, NAMES(optimizer_names), name);
     if (k >= 0)
         *optimizer = (popk_optimizer)k;
     return k >= 0 ? 0 : -1;
@@ -101,12 +104,12 @@ int popk_optimizer_parse(const char *name, popk_optimizer *optimizer)
 
 const char *popk_covstep_name(popk_covstep_kind kind)
 {
-    return kind >= 0 && kind < 4 ? cov_names[kind] : "unknown";
+    return kind >= 0 && kind < NAMES(cov_names) ? cov_names[kind] : "unknown";
 }
 
 int popk_covstep_parse(const char *name, popk_covstep_kind *kind)
 {
-    int k = lookup(cov_names, 4, name);
+    int k = lookup(cov_names, NAMES(cov_names), name);
     if (k >= 0)
         *kind = (popk_covstep_kind)k;
     return k >= 0 ? 0 : -1;
@@ -360,7 +363,7 @@ static int outer_bhhh(outer_ctx *c, double *x, double f, int maxeval)
 {
     int n = c->npar, ns = popk_estimator_problem(c->est)->nsub;
     size_t q_eta = c->eta_size;
-    double *mem = calloc((size_t)n * (size_t)ns + 5 * (size_t)n * n + 4 * (size_t)n +
+    double *mem = calloc((size_t)n * (size_t)ns + 2 * (size_t)n * n + 3 * (size_t)n +
                              (size_t)ns + q_eta + 1, sizeof *mem);
     if (!mem)
         return -1;
@@ -441,12 +444,6 @@ static int outer_bhhh(outer_ctx *c, double *x, double f, int maxeval)
             /* no step lowers the OFV: the optimum within the OFV's smoothness, or a failure */
             status = promise < 10.0 * tol ? 0 : 1;
             break;
-        }
-        if (!popk_estimator_taylor_base(c->est, &promise) && c->method == POPK_METHOD_FOCEI) {
-            /* the accepted point was committed without models (restored): recommit */
-            f = bhhh_commit(c, x);
-            if (c->fatal != POPK_OK)
-                break;
         }
     }
 done:
