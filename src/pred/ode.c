@@ -100,7 +100,6 @@ struct popk_ode {
         void *cvode;
         SUNMatrix newton_matrix;
         SUNLinearSolver linear_solver;
-        SUNNonlinearSolver nls; /* Adams engines: fixed-point iteration */
         N_Vector v;             /* Adams engines: [y; s_1; ...; s_ns] or y alone */
     } engine[ODE_ENGINES]; /* NULL until first used */
     int active;        /* engine in use */
@@ -314,8 +313,6 @@ static void ode_release(popk_ode *o)
             SUNLinSolFree(o->engine[e].linear_solver);
         if (o->engine[e].newton_matrix)
             SUNMatDestroy(o->engine[e].newton_matrix);
-        if (o->engine[e].nls)
-            SUNNonlinSolFree(o->engine[e].nls);
         if (o->engine[e].v)
             N_VDestroy(o->engine[e].v);
     }
@@ -377,9 +374,9 @@ static int ode_apply_settings(popk_ode *o)
     return 0;
 }
 
-/* Build the CVODES memory of engine e (ODE_BDF: Newton matrix, dense linear solver, Jacobian
- * and staggered sensitivities; ODE_ADAMS_*: fixed-point iteration on its own vector) with the
- * current settings. On failure names the step in *what with its flag, and returns its status
+/* Build the CVODES memory of engine e (Newton matrix, dense linear solver and Jacobian; ODE_BDF
+ * also the staggered sensitivities, the Adams engines their own vector) with the current
+ * settings. On failure names the step in *what with its flag, and returns its status
  * (the parts built stay in the engine slot and are freed with the solver). */
 static popk_status ode_build_engine(popk_ode *o, int e, const char **what, int *flag)
 {
@@ -391,54 +388,39 @@ static popk_status ode_build_engine(popk_ode *o, int e, const char **what, int *
         return *what = "CVodeCreate", POPK_ERR_NOMEM;
     if (popk_sun_silence(o->ctx, cvode, &o->sink) != 0)
         return *what = "installing the error handler", POPK_ERR_SOLVER;
+    /* the state vector: BDF's is o->y (its sensitivities are o->ys); an Adams engine has its
+     * own, [y; s_1; ...; s_ns] or y alone */
+    N_Vector v = o->y;
+    int len = n;
     if (e != ODE_BDF) {
-        int len = e == ODE_ADAMS_SENS ? n * (1 + ns) : n;
-        N_Vector v = N_VNew_Serial((sunindextype)len, o->ctx);
+        len = e == ODE_ADAMS_SENS ? n * (1 + ns) : n;
+        v = N_VNew_Serial((sunindextype)len, o->ctx);
         o->engine[e].v = v;
         if (!v)
             return *what = "N_VNew_Serial", POPK_ERR_NOMEM;
         N_VConst(0.0, v);
         if (N_VEnableFusedOps_Serial(v, 1) != 0)
             return *what = "N_VEnableFusedOps_Serial", POPK_ERR_SOLVER;
-        if ((*flag = CVodeInit(cvode, e == ODE_ADAMS_SENS ? ode_f_aug : ode_f, 0.0, v)) !=
-            CV_SUCCESS)
-            return *what = "CVodeInit", POPK_ERR_SOLVER;
-        if ((*flag = CVodeSetUserData(cvode, o)) != CV_SUCCESS)
-            return *what = "CVodeSetUserData", POPK_ERR_SOLVER;
-        SUNMatrix matrix = SUNDenseMatrix((sunindextype)len, (sunindextype)len, o->ctx);
-        o->engine[e].newton_matrix = matrix;
-        if (!matrix)
-            return *what = "SUNDenseMatrix", POPK_ERR_NOMEM;
-        SUNLinearSolver solver = SUNLinSol_Dense(v, matrix, o->ctx);
-        o->engine[e].linear_solver = solver;
-        if (!solver)
-            return *what = "SUNLinSol_Dense", POPK_ERR_NOMEM;
-        if ((*flag = CVodeSetLinearSolver(cvode, solver, matrix)) != CV_SUCCESS)
-            return *what = "CVodeSetLinearSolver", POPK_ERR_SOLVER;
-        if ((*flag = CVodeSetJacFn(cvode, e == ODE_ADAMS_SENS ? ode_jac_aug : ode_jac)) !=
-            CV_SUCCESS)
-            return *what = "CVodeSetJacFn", POPK_ERR_SOLVER;
-        if (ode_apply_settings_to(o, e) != 0)
-            return *what = "setting tolerances", POPK_ERR_SOLVER;
-        return POPK_OK;
     }
-    if ((*flag = CVodeInit(cvode, ode_f, 0.0, o->y)) != CV_SUCCESS)
+    if ((*flag = CVodeInit(cvode, e == ODE_ADAMS_SENS ? ode_f_aug : ode_f, 0.0, v)) !=
+        CV_SUCCESS)
         return *what = "CVodeInit", POPK_ERR_SOLVER;
     if ((*flag = CVodeSetUserData(cvode, o)) != CV_SUCCESS)
         return *what = "CVodeSetUserData", POPK_ERR_SOLVER;
-    SUNMatrix matrix = SUNDenseMatrix((sunindextype)n, (sunindextype)n, o->ctx);
+    SUNMatrix matrix = SUNDenseMatrix((sunindextype)len, (sunindextype)len, o->ctx);
     o->engine[e].newton_matrix = matrix;
     if (!matrix)
         return *what = "SUNDenseMatrix", POPK_ERR_NOMEM;
-    SUNLinearSolver solver = SUNLinSol_Dense(o->y, matrix, o->ctx);
+    SUNLinearSolver solver = SUNLinSol_Dense(v, matrix, o->ctx);
     o->engine[e].linear_solver = solver;
     if (!solver)
         return *what = "SUNLinSol_Dense", POPK_ERR_NOMEM;
     if ((*flag = CVodeSetLinearSolver(cvode, solver, matrix)) != CV_SUCCESS)
         return *what = "CVodeSetLinearSolver", POPK_ERR_SOLVER;
-    if ((*flag = CVodeSetJacFn(cvode, ode_jac)) != CV_SUCCESS)
+    if ((*flag = CVodeSetJacFn(cvode, e == ODE_ADAMS_SENS ? ode_jac_aug : ode_jac)) !=
+        CV_SUCCESS)
         return *what = "CVodeSetJacFn", POPK_ERR_SOLVER;
-    if (ns > 0) {
+    if (e == ODE_BDF && ns > 0) {
         if ((*flag = CVodeSensInit(cvode, ns, CV_STAGGERED, ode_fs, o->ys)) != CV_SUCCESS)
             return *what = "CVodeSensInit", POPK_ERR_SOLVER;
         if ((*flag = CVodeSetSensErrCon(cvode, 1)) != CV_SUCCESS)
