@@ -28,6 +28,7 @@ typedef struct {
     const popk_param_map *map;
     double *theta, *omega, *sigma, *pt;
     int n;
+    double rel_step;
 } cov_ctx;
 
 static popk_status ofv_at(cov_ctx *c, const double *p, int commit, double *f, popk_error *err)
@@ -46,12 +47,12 @@ static double step_for(const cov_ctx *c, const double *p, int k)
     if (kind == POPK_PARAM_OMEGA && row != col) {
         int q = prob->neta;
         popk_param_map_set_natural(c->map, p, c->theta, c->omega, c->sigma);
-        return COV_REL_STEP * sqrt(c->omega[row * q + row] * c->omega[col * q + col]);
+        return c->rel_step * sqrt(c->omega[row * q + row] * c->omega[col * q + col]);
     }
     double scale = fabs(p[k]);
     if (kind == POPK_PARAM_THETA && scale < 1e-2)
         scale = 1e-2;
-    return COV_REL_STEP * scale;
+    return c->rel_step * scale;
 }
 
 static popk_status fail(popk_estimate_result *res, popk_status code, const char *msg,
@@ -120,13 +121,40 @@ static popk_status finish(popk_estimate_result *res, popk_covstep_kind kind, dou
     return POPK_OK;
 }
 
+/* J's column k (popk_estimator_model_passes) from the quadratic models' Newton steps at p +-
+ * h e_k. */
+static popk_status learn_direction(cov_ctx *c, const double *p, int k, double h, popk_error *err)
+{
+    popk_status rc = POPK_OK;
+    popk_estimator_model_passes(c->est, 0);
+    popk_estimator_outer_differences(c->est, 1);
+    popk_estimator_forget_direction(c->est, k);
+    for (int side = -1; side <= 1 && rc == POPK_OK; side += 2) {
+        double unused;
+        memcpy(c->pt, p, (size_t)c->n * sizeof *c->pt);
+        c->pt[k] = p[k] + side * h;
+        rc = ofv_at(c, c->pt, 0, &unused, err);
+    }
+    popk_estimator_outer_differences(c->est, 0);
+    popk_estimator_model_passes(c->est, 1);
+    return rc;
+}
+
 popk_status popk_estimate_covariance(popk_estimator *est, popk_method method,
                                      popk_covstep_kind kind, popk_estimate_result *res,
                                      popk_error *err)
 {
+    return popk_estimate_covariance_ex(est, method, kind, 0, 1.0, res, err);
+}
+
+popk_status popk_estimate_covariance_ex(popk_estimator *est, popk_method method,
+                                        popk_covstep_kind kind, int solve_all,
+                                        double step_scale, popk_estimate_result *res,
+                                        popk_error *err)
+{
     const popk_problem *prob = popk_estimator_problem(est);
     cov_ctx c = {est, method, popk_estimator_map(est), NULL, NULL, NULL, NULL,
-                 popk_param_map_npar(popk_estimator_map(est))};
+                 popk_param_map_npar(popk_estimator_map(est)), COV_REL_STEP * step_scale};
     int n = c.n, ns = prob->nsub, q = prob->neta;
     if (kind == POPK_COV_NONE || n == 0)
         return fail(res, POPK_ERR_ARG, "not requested", err);
@@ -163,16 +191,29 @@ popk_status popk_estimate_covariance(popk_estimator *est, popk_method method,
     /* the base pass leaves the EBEs at the estimates as the warm start of every other pass,
      * with each subject's Hessian of l there as the metric of their first Newton steps (the
      * passes also learn and use the EBEs' move with the parameters, estimator.c) */
-    popk_estimator_want_hessians(c.est, 1);
+    popk_estimator_want_hessians(c.est, 2);
     rc = ofv_at(&c, res->p, 1, &f0, err);
     popk_estimator_want_hessians(c.est, 0);
     if (rc != POPK_OK) {
         fail(res, rc, "OFV failed at the estimates", NULL);
         goto out;
     }
+    /* FOCE-I: the other passes take each subject's term from its quadratic model about the
+     * base pass's EBE re-expanded about the EBE's first-order prediction eta + J (x - x0)
+     * (estimator.c): one prediction per subject and point instead of a re-solved inner
+     * problem. Its departure from the re-solved term is O(|x - x0|^3) and, J being fixed, a
+     * smooth function of x, so the second differences see the same Hessian at x0. J's column
+     * k comes from the models' Newton steps at the axis points' own step either way (central:
+     * the steps' O(h^2) error cancels; on a noisy OFV a narrower step would leave noise in J
+     * that the wider one carries into the terms): two predictions per subject for a theta or
+     * sigma, none for an omega. The base is the models' own sum. */
+    int models = !solve_all && method == POPK_METHOD_FOCEI &&
+                 popk_estimator_taylor_base(c.est, &f0);
     for (int k = 0; k < n; k++) {
         h[k] = step_for(&c, res->p, k);
         for (int attempt = 0; attempt < COV_NOISY_WIDENINGS + 1; attempt++) {
+            if (models && (rc = learn_direction(&c, res->p, k, h[k], err)) != POPK_OK)
+                break;
             memcpy(c.pt, res->p, (size_t)n * sizeof *c.pt);
             c.pt[k] = res->p[k] + h[k];
             if ((rc = ofv_at(&c, c.pt, 0, &fplus[k], err)) != POPK_OK)
@@ -228,6 +269,7 @@ popk_status popk_estimate_covariance(popk_estimator *est, popk_method method,
                 res->S[a * n + b] += gi[(size_t)i * n + a] * gi[(size_t)i * n + b];
     rc = finish(res, kind, work, err);
 out:
+    popk_estimator_model_passes(c.est, 0);
     free(c.theta);
     free(c.omega);
     free(c.sigma);

@@ -119,6 +119,9 @@ struct popk_estimator {
     int *hess_ok, *hess_ok_new;
     int want_hessians;
     int outer_differences;          /* non-commit passes are the outer gradient's */
+    /* non-commit FOCE-I passes take each subject's term from its quadratic model re-expanded
+     * about the EBE's first-order prediction (popk_estimator_model_passes) */
+    int model_passes;
     /* The quadratic model of each subject's FOCE-I term about its committed EBE, kept by a
      * commit pass with want_hessians (taylor_valid: the last commit pass was one) for the
      * outer finite differences (taylor_ofv): the gradient of log det M in eta, and f, V, G, dV
@@ -350,10 +353,19 @@ void popk_estimator_set_eta(popk_estimator *est, const double *eta)
         est->eta[k] = eta ? eta[k] : 0.0;
 }
 
-void popk_estimator_want_hessians(popk_estimator *est, int on) { est->want_hessians = on; }
+void popk_estimator_want_hessians(popk_estimator *est, int how) { est->want_hessians = how; }
 void popk_estimator_outer_differences(popk_estimator *est, int on)
 {
     est->outer_differences = on;
+}
+void popk_estimator_model_passes(popk_estimator *est, int on) { est->model_passes = on; }
+void popk_estimator_forget_direction(popk_estimator *est, int k)
+{
+    if (k < 0 || k >= est->npar)
+        return;
+    for (size_t r = 0; r < (size_t)est->prob->nsub * (size_t)est->q; r++)
+        est->jac[r * est->npar + k] = 0.0;
+    est->jac_count[k] = 0;
 }
 
 /* Prepare Omega^-1 and log det Omega for a pass. */
@@ -705,25 +717,44 @@ static int linearised(const indiv *c, const double *eta, double *ofv, double *co
 
 /* chol(H/2) of the Hessian H of l at eta (into L; 0 if positive definite), for the inner
  * problems of the passes that follow: forward differences of the exact gradient from the one
- * at eta in the current buffers (neta predictions; an error of O(HESSIAN_STEP) only slows
- * their Newton steps, whose stopping rule is the usual one). Keeps the current buffers. */
+ * at eta in the current buffers (neta predictions; an error of O(WARM_HESSIAN_STEP) only slows
+ * their Newton steps, whose stopping rule is the usual one), or with want_hessians == 2
+ * central ones with step HESSIAN_STEP (2 neta predictions: the covariance step's models, whose
+ * second differences need H and dldm to more than the ~1e-2 that a noisy gradient leaves in
+ * forward ones at 1e-6). dldm (if not NULL): the gradient of log det M the same way. Keeps
+ * the current buffers. */
 static int warm_hessian(const indiv *c, const double *eta, double *L, double logdet_m,
                         double *dldm)
 {
     workspace *w = c->w;
-    int q = c->est->q;
+    int q = c->est->q, central = c->est->want_hessians == 2;
+    double step = central ? HESSIAN_STEP : WARM_HESSIAN_STEP;
     double l;
     for (int k = 0; k < q; k++) {
-        memcpy(w->eta1, eta, (size_t)q * sizeof *eta);
-        w->eta1[k] = eta[k] + WARM_HESSIAN_STEP;
-        if (evaluate(c, w->eta1, w->f1, w->V1, w->G1, w->dV1, &l, w->grad1, w->M1) != 0)
-            return 1;
-        for (int a = 0; a < q; a++)
-            w->H[a * q + k] = (w->grad1[a] - w->grad[a]) / WARM_HESSIAN_STEP;
-        if (dldm) {
-            if (popk_chol(q, w->M1) != 0)
+        for (int side = central ? -1 : 1; side <= 1; side += 2) {
+            memcpy(w->eta1, eta, (size_t)q * sizeof *eta);
+            w->eta1[k] = eta[k] + side * step;
+            if (evaluate(c, w->eta1, w->f1, w->V1, w->G1, w->dV1, &l, w->grad1, w->M1) != 0)
                 return 1;
-            dldm[k] = (popk_chol_logdet(q, w->M1) - logdet_m) / WARM_HESSIAN_STEP;
+            double logdet = logdet_m;
+            if (dldm) {
+                if (popk_chol(q, w->M1) != 0)
+                    return 1;
+                logdet = popk_chol_logdet(q, w->M1);
+            }
+            if (side < 0) { /* keep the minus side's values until the plus side's */
+                for (int a = 0; a < q; a++)
+                    w->H[a * q + k] = w->grad1[a];
+                if (dldm)
+                    dldm[k] = logdet;
+                continue;
+            }
+            const double *g0 = central ? NULL : w->grad;
+            for (int a = 0; a < q; a++)
+                w->H[a * q + k] = (w->grad1[a] - (g0 ? g0[a] : w->H[a * q + k])) /
+                                  ((central ? 2.0 : 1.0) * step);
+            if (dldm)
+                dldm[k] = (logdet - (central ? dldm[k] : logdet_m)) / ((central ? 2.0 : 1.0) * step);
         }
     }
     for (int a = 0; a < q; a++)
@@ -858,14 +889,14 @@ static int individual(const indiv *c0, popk_method method, double *eta, double *
 }
 
 /* Subject i's EBE predicted at the pass's x from the committed one (eta, in place): eta +
- * J (x - x_commit), with J the mean of its differences; left alone when the move exceeds
- * INNER_MAX_STEP prior SDs in some eta (far from where J was taken). */
-static void predict_eta(const popk_estimator *est, int i, double *eta)
+ * J (x - x_commit), with J the mean of its differences; left alone (returns 0) when the move
+ * exceeds INNER_MAX_STEP prior SDs in some eta (far from where J was taken). */
+static int predict_eta(const popk_estimator *est, int i, double *eta)
 {
     int q = est->q, np = est->npar;
     double move[64];
     if (q > 64)
-        return;
+        return 0;
     for (int a = 0; a < q; a++) {
         const double *row = est->jac + ((size_t)i * q + a) * np;
         double d = 0.0;
@@ -873,11 +904,12 @@ static void predict_eta(const popk_estimator *est, int i, double *eta)
             if (est->jac_count[k] > 0)
                 d += row[k] / est->jac_count[k] * (est->x_pass[k] - est->x_commit[k]);
         if (!(fabs(d) <= INNER_MAX_STEP * est->eta_sd[a]))
-            return;
+            return 0;
         move[a] = d;
     }
     for (int a = 0; a < q; a++)
         eta[a] += move[a];
+    return 1;
 }
 
 popk_status popk_estimator_pass(popk_estimator *est, popk_method method, const double *theta,
@@ -892,8 +924,9 @@ popk_status popk_estimator_pass(popk_estimator *est, popk_method method, const d
     int q = est->q, nsub = prob->nsub;
     memcpy(est->eta_new, est->eta, (size_t)nsub * q * sizeof *est->eta);
     /* outer finite differences of FOCE-I about a point whose models are kept */
-    int taylor = !commit && est->outer_differences && est->taylor_valid &&
-                 method == POPK_METHOD_FOCEI && q > 0;
+    int taylor = !commit && (est->outer_differences || est->model_passes) &&
+                 est->taylor_valid && method == POPK_METHOD_FOCEI && q > 0;
+    int model = taylor && est->model_passes;
     int reuse = taylor &&
                 !memcmp(theta, est->tay_theta, (size_t)prob->ntheta * sizeof *theta) &&
                 !memcmp(sigma, est->tay_sigma, (size_t)prob->nsigma * sizeof *sigma);
@@ -919,11 +952,15 @@ popk_status popk_estimator_pass(popk_estimator *est, popk_method method, const d
             }
             predict &= d == 0.0 || est->jac_count[k] > 0;
         }
-        predict &= nmoved > 0 && !taylor;
+        /* model passes re-expand about the prediction when more than one coordinate moved
+         * (a single one gets the model's own Newton step, both ways alike: the second
+         * differences' errors then cancel, and its J is learnt from them) */
+        predict &= nmoved > 0 && (!taylor || model);
     }
     /* passes that move one coordinate teach J: the models' Newton steps (outer differences)
-     * or the re-solved EBEs' moves (e.g. the covariance step's diagonal) */
-    int learn = nmoved == 1 && !commit;
+     * or the re-solved EBEs' moves; model passes keep it fixed (their values are then one
+     * smooth function of x) */
+    int learn = nmoved == 1 && !commit && !model;
 #pragma omp parallel for num_threads(est->nthreads) schedule(dynamic)
     for (int i = 0; i < nsub; i++) {
         int thread = omp_get_thread_num();
@@ -940,9 +977,13 @@ popk_status popk_estimator_pass(popk_estimator *est, popk_method method, const d
                    (size_t)(q * q) * sizeof *est->hess_L);
         }
         int st = 1, learned = 0;
-        if (taylor && est->tay[i].ok) {
-            st = taylor_ofv(&c, est->eta + (size_t)i * q, est->hess_L + (size_t)i * q * q,
-                            est->tay_vec + (size_t)i * est->tay_stride, reuse,
+        double *e1 = est->eta_new + (size_t)i * q;
+        int predicted = predict && !est->jac_bad[i] && predict_eta(est, i, e1);
+        if (taylor && est->tay[i].ok && (!model || predicted)) {
+            /* the model about the committed EBE (outer differences), or re-expanded about the
+             * EBE's prediction (model passes) */
+            st = taylor_ofv(&c, e1, est->hess_L + (size_t)i * q * q,
+                            est->tay_vec + (size_t)i * est->tay_stride, reuse && !model,
                             &est->terms_new[i]);
             if (learn && st == 0) {
                 for (int a = 0; a < q; a++)
@@ -950,8 +991,6 @@ popk_status popk_estimator_pass(popk_estimator *est, popk_method method, const d
                 learned = 1;
             }
         }
-        if (predict && !est->jac_bad[i])
-            predict_eta(est, i, est->eta_new + (size_t)i * q);
         if (st > 0) /* no model, or the model does not reach: solve the inner problem */
             st = individual(&c, method, est->eta_new + (size_t)i * q, &est->terms_new[i],
                             est->eta_cov_new + (size_t)i * q * q,

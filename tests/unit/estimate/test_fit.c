@@ -3,6 +3,7 @@
  * iteration callback and evaluate-only. */
 #include "common/popk_test.h"
 #include "models.h"
+#include "estimate/estimate_impl.h"
 
 static test_data theo, bolus, oral;
 static int have_acop;
@@ -441,10 +442,11 @@ static void test_theo_bhhh(void)
     popk_estimate_result_free(r);
 }
 
-/* The covariance step on a noisy OFV (theo_pred_noisy) at the noise-free estimates: the
- * relative steps of the second differences (1e-3 of each parameter, a change of the OFV of
- * 1e-6 to 1e-4) would be noise; once the estimator has seen the noise the steps widen until
- * they move the OFV by ~1e-2, and the SEs match the noise-free ones. */
+/* The covariance step on a noisy OFV (theo_pred_noisy: 1e-7 of each prediction, ~5e-6 of
+ * each subject's term) at the noise-free estimates: the relative steps of the second
+ * differences (1e-3 of each parameter, a change of the OFV of 1e-6 to 1e-4) would be noise;
+ * once the estimator has seen the noise the steps widen until they move the OFV by ~1e-2, and
+ * the SEs match the noise-free ones. */
 static void test_covariance_noisy(void)
 {
     popk_problem p;
@@ -464,6 +466,8 @@ static void test_covariance_noisy(void)
     popk_error err;
     popk_estimate_result *rn = popk_estimate(&pn, &opt, &err);
     CU_ASSERT_PTR_NOT_NULL_FATAL(rn);
+    if (rn->cov_status != POPK_OK)
+        printf("\n  covariance step failed: %s\n", rn->cov_message);
     CU_ASSERT_EQUAL_FATAL(rn->cov_status, POPK_OK);
     double worst = 0.0;
     printf("\n  SEs with noise / without:");
@@ -472,8 +476,91 @@ static void test_covariance_noisy(void)
         worst = fmax(worst, fabs(rn->se[k] / r->se[k] - 1.0));
     }
     printf("\n  worst relative difference %.2e\n", worst);
-    CU_ASSERT(worst < 0.05); /* without the widening: 88%, or R not positive definite */
+    /* without the widening: 88%, or R not positive definite; with the widening and the
+     * models' H from forward differences at 1e-6: 5% (central ones at 1e-4: 0.6%) */
+    CU_ASSERT(worst < 0.02);
     popk_estimate_result_free(rn);
+    popk_estimate_result_free(r);
+}
+
+/* R from FOCE-I's quadratic models (the default: one prediction per subject and point)
+ * against R from re-solved inner problems at every point (the definition), at the same
+ * estimates; every element within tol of sqrt(R_kk R_ll). The re-solved R takes 3 times the
+ * steps: its inner problems' stopping leaves ~1e-10 in each term, which the smallest default
+ * steps (ACOP's log KA of -0.027: 2.7e-5, an OFV change of 1e-6) turn into 1.5e-3 of R_kk,
+ * while the models' R stays put from 1 to 30 times the steps; with 3 the truncation (O(h^2))
+ * and that noise are both near 1e-4. */
+static void covariance_models_case(const char *name, const popk_problem *p,
+                                   const popk_estimate_result *r, double tol)
+{
+    popk_error err;
+    int n = r->npar;
+    double *R[2];
+    long preds[2];
+    for (int solve_all = 0; solve_all < 2; solve_all++) {
+        popk_estimator *est = popk_estimator_create(p, 2, &err);
+        CU_ASSERT_PTR_NOT_NULL_FATAL(est);
+        double ofv0;
+        CU_ASSERT_EQUAL_FATAL(popk_estimator_ofv(est, POPK_METHOD_FOCEI, r->theta, r->omega,
+                                                 r->sigma, &ofv0, &err), POPK_OK);
+        popk_estimate_result rr = *r;
+        rr.cov = rr.R = rr.S = rr.se = rr.corr = rr.eigenvalues = NULL;
+        long before = popk_estimator_predictions(est);
+        CU_ASSERT_EQUAL_FATAL(popk_estimate_covariance_ex(est, POPK_METHOD_FOCEI, POPK_COV_R,
+                                                          solve_all, solve_all ? 3.0 : 1.0,
+                                                          &rr, &err), POPK_OK);
+        preds[solve_all] = popk_estimator_predictions(est) - before;
+        R[solve_all] = rr.R;
+        free(rr.cov);
+        free(rr.S);
+        free(rr.se);
+        free(rr.corr);
+        free(rr.eigenvalues);
+        popk_estimator_free(est);
+    }
+    double worst = 0.0;
+    for (int a = 0; a < n; a++)
+        for (int b = 0; b < n; b++)
+            worst = fmax(worst, fabs(R[0][a * n + b] - R[1][a * n + b]) /
+                                    sqrt(R[1][a * n + a] * R[1][b * n + b]));
+    printf("\n  %s: R from the models vs re-solved: worst %.2e of sqrt(R_kk R_ll); "
+           "predictions %ld vs %ld", name, worst, preds[0], preds[1]);
+    CU_ASSERT(worst < tol);
+    CU_ASSERT(preds[0] < preds[1]);
+    free(R[0]);
+    free(R[1]);
+}
+
+static void test_covariance_models(void)
+{
+    popk_problem p;
+    theo_problem(&p);
+    popk_estimate_result *r = fit(&p, POPK_METHOD_FOCEI, POPK_COV_NONE, 2, NULL);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(r);
+    covariance_models_case("theo_sd", &p, r, 3e-4);
+    popk_estimate_result_free(r);
+    if (!have_acop)
+        return;
+    const acop_ref *ref = &acop_refs[1];
+    acop_user u = {&oral, 1};
+    double lo[4] = {-INFINITY, -INFINITY, -INFINITY, 0.0}, hi[4] = {INFINITY, INFINITY, INFINITY, 1.0};
+    double om[9] = {0}, sigma = 1.0;
+    int sigma_fixed = 1;
+    for (int k = 0; k < 3; k++)
+        om[k * 3 + k] = ref->omega[k];
+    test_problem(&p, &oral, 4, 3, 1);
+    p.theta0 = ref->theta;
+    p.theta_lo = lo;
+    p.theta_hi = hi;
+    p.omega0 = om;
+    p.sigma0 = &sigma;
+    p.sigma_fixed = &sigma_fixed;
+    p.pred = acop_pred;
+    p.user = &u;
+    r = fit(&p, POPK_METHOD_FOCEI, POPK_COV_NONE, 2, NULL);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(r);
+    covariance_models_case("ACOP Oral_1CPT", &p, r, 3e-4);
+    printf("\n");
     popk_estimate_result_free(r);
 }
 
@@ -628,6 +715,7 @@ int main(void)
     CU_add_test(s, "callback_and_evaluate", test_callback_and_evaluate);
     CU_add_test(s, "covariance_kinds", test_covariance_kinds);
     CU_add_test(s, "covariance_noisy", test_covariance_noisy);
+    CU_add_test(s, "covariance_models", test_covariance_models);
     CU_add_test(s, "theo_bhhh", test_theo_bhhh);
     CU_add_test(s, "covariance_failure", test_covariance_failure);
     CU_add_test(s, "naive_pooled", test_naive_pooled);
