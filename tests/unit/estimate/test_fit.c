@@ -311,6 +311,41 @@ static const acop_ref acop_refs[] = {
      {0.00688837, 0.0111574, 0.0162445}, {1.7409, 2.9792, 10.443}, {1.8, 4.7, 0.2, 0.3}},
 };
 
+/* The arrays an ACOP problem points into. */
+typedef struct {
+    acop_user u;
+    double th[4], lo[4], hi[4], om[9], sigma;
+    int sigma_fixed;
+} acop_setup;
+
+/* NONMEM's parameterisation (models.h acop_pred): log thetas, RSV bounded to (0, 1), sigma 1
+ * fixed, diagonal omega; initial thetas theta0 and omega variances omega0. */
+static void acop_problem(popk_problem *p, acop_setup *s, const acop_ref *ref, test_data *d,
+                         const double *theta0, const double *omega0)
+{
+    int q = ref->oral ? 3 : 2, nth = q + 1;
+    memset(s, 0, sizeof *s);
+    s->u = (acop_user){d, ref->oral};
+    for (int k = 0; k < nth; k++) {
+        s->th[k] = theta0[k];
+        s->lo[k] = k == q ? 0.0 : -INFINITY;
+        s->hi[k] = k == q ? 1.0 : INFINITY;
+    }
+    for (int k = 0; k < q; k++)
+        s->om[k * q + k] = omega0[k];
+    s->sigma = 1.0;
+    s->sigma_fixed = 1;
+    test_problem(p, d, nth, q, 1);
+    p->theta0 = s->th;
+    p->theta_lo = s->lo;
+    p->theta_hi = s->hi;
+    p->omega0 = s->om;
+    p->sigma0 = &s->sigma;
+    p->sigma_fixed = &s->sigma_fixed;
+    p->pred = acop_pred;
+    p->user = &s->u;
+}
+
 static void acop_fit(const acop_ref *ref, test_data *d, double perturb)
 {
     if (!have_acop) {
@@ -318,26 +353,14 @@ static void acop_fit(const acop_ref *ref, test_data *d, double perturb)
         return;
     }
     int q = ref->oral ? 3 : 2, nth = q + 1;
-    acop_user u = {d, ref->oral};
-    double th[4], lo[4], hi[4], om[9] = {0}, sigma = 1.0;
-    int sigma_fixed = 1;
-    for (int k = 0; k < nth; k++) {
+    double th[4], om[3];
+    for (int k = 0; k < nth; k++)
         th[k] = ref->theta0[k] * (k % 2 ? 1.0 - perturb : 1.0 + perturb);
-        lo[k] = k == q ? 0.0 : -INFINITY;
-        hi[k] = k == q ? 1.0 : INFINITY;
-    }
     for (int k = 0; k < q; k++)
-        om[k * q + k] = 0.15 * (k % 2 ? 1.0 + perturb : 1.0 - perturb);
+        om[k] = 0.15 * (k % 2 ? 1.0 + perturb : 1.0 - perturb);
     popk_problem p;
-    test_problem(&p, d, nth, q, 1);
-    p.theta0 = th;
-    p.theta_lo = lo;
-    p.theta_hi = hi;
-    p.omega0 = om;
-    p.sigma0 = &sigma;
-    p.sigma_fixed = &sigma_fixed;
-    p.pred = acop_pred;
-    p.user = &u;
+    acop_setup setup;
+    acop_problem(&p, &setup, ref, d, th, om);
     double secs;
     popk_estimate_result *r = fit(&p, POPK_METHOD_FOCEI, perturb == 0 ? POPK_COV_SANDWICH : POPK_COV_NONE, 2, &secs);
     CU_ASSERT_PTR_NOT_NULL_FATAL(r);
@@ -541,22 +564,8 @@ static void test_covariance_models(void)
     popk_estimate_result_free(r);
     if (!have_acop)
         return;
-    const acop_ref *ref = &acop_refs[1];
-    acop_user u = {&oral, 1};
-    double lo[4] = {-INFINITY, -INFINITY, -INFINITY, 0.0}, hi[4] = {INFINITY, INFINITY, INFINITY, 1.0};
-    double om[9] = {0}, sigma = 1.0;
-    int sigma_fixed = 1;
-    for (int k = 0; k < 3; k++)
-        om[k * 3 + k] = ref->omega[k];
-    test_problem(&p, &oral, 4, 3, 1);
-    p.theta0 = ref->theta;
-    p.theta_lo = lo;
-    p.theta_hi = hi;
-    p.omega0 = om;
-    p.sigma0 = &sigma;
-    p.sigma_fixed = &sigma_fixed;
-    p.pred = acop_pred;
-    p.user = &u;
+    acop_setup setup;
+    acop_problem(&p, &setup, &acop_refs[1], &oral, acop_refs[1].theta, acop_refs[1].omega);
     r = fit(&p, POPK_METHOD_FOCEI, POPK_COV_NONE, 2, NULL);
     CU_ASSERT_PTR_NOT_NULL_FATAL(r);
     covariance_models_case("ACOP Oral_1CPT", &p, r, 3e-4);
