@@ -248,7 +248,7 @@ popk_estimator *popk_estimator_create(const popk_problem *prob, int nthreads, po
             w->L = xcalloc(q * q, sizeof(double), &fail);
             w->step = xcalloc(q, sizeof(double), &fail);
             w->eta1 = xcalloc(q, sizeof(double), &fail);
-            w->H = xcalloc(q * q, sizeof(double), &fail);
+            w->H = xcalloc(q * q + q, sizeof(double), &fail); /* + the minus-side gradient */
             w->col = xcalloc(q, sizeof(double), &fail);
         }
     est->eta = xcalloc(ns * q, sizeof(double), &fail);
@@ -730,32 +730,28 @@ static int warm_hessian(const indiv *c, const double *eta, double *L, double log
     int q = c->est->q, central = c->est->want_hessians == 2;
     double step = central ? HESSIAN_STEP : WARM_HESSIAN_STEP;
     double l;
+    double *gm = w->H + (size_t)q * q, logdet_minus = 0.0; /* central: the minus side's */
     for (int k = 0; k < q; k++) {
         for (int side = central ? -1 : 1; side <= 1; side += 2) {
             memcpy(w->eta1, eta, (size_t)q * sizeof *eta);
             w->eta1[k] = eta[k] + side * step;
             if (evaluate(c, w->eta1, w->f1, w->V1, w->G1, w->dV1, &l, w->grad1, w->M1) != 0)
                 return 1;
-            double logdet = logdet_m;
-            if (dldm) {
-                if (popk_chol(q, w->M1) != 0)
-                    return 1;
-                logdet = popk_chol_logdet(q, w->M1);
-            }
-            if (side < 0) { /* keep the minus side's values until the plus side's */
-                for (int a = 0; a < q; a++)
-                    w->H[a * q + k] = w->grad1[a];
+            if (dldm && popk_chol(q, w->M1) != 0)
+                return 1;
+            if (side < 0) {
+                memcpy(gm, w->grad1, (size_t)q * sizeof *gm);
                 if (dldm)
-                    dldm[k] = logdet;
-                continue;
+                    logdet_minus = popk_chol_logdet(q, w->M1);
             }
-            const double *g0 = central ? NULL : w->grad;
-            for (int a = 0; a < q; a++)
-                w->H[a * q + k] = (w->grad1[a] - (g0 ? g0[a] : w->H[a * q + k])) /
-                                  ((central ? 2.0 : 1.0) * step);
-            if (dldm)
-                dldm[k] = (logdet - (central ? dldm[k] : logdet_m)) / ((central ? 2.0 : 1.0) * step);
         }
+        /* forward: from the values at eta; central: from the minus side */
+        const double *g0 = central ? gm : w->grad;
+        double l0 = central ? logdet_minus : logdet_m, span = central ? 2.0 * step : step;
+        for (int a = 0; a < q; a++)
+            w->H[a * q + k] = (w->grad1[a] - g0[a]) / span;
+        if (dldm)
+            dldm[k] = (popk_chol_logdet(q, w->M1) - l0) / span;
     }
     for (int a = 0; a < q; a++)
         for (int b = 0; b <= a; b++)
@@ -952,9 +948,8 @@ popk_status popk_estimator_pass(popk_estimator *est, popk_method method, const d
             }
             predict &= d == 0.0 || est->jac_count[k] > 0;
         }
-        /* model passes re-expand about the prediction when more than one coordinate moved
-         * (a single one gets the model's own Newton step, both ways alike: the second
-         * differences' errors then cancel, and its J is learnt from them) */
+        /* passes that solve the inner problem start from the prediction, and model passes
+         * re-expand about it; the outer differences' models stay about the committed EBE */
         predict &= nmoved > 0 && (!taylor || model);
     }
     /* passes that move one coordinate teach J: the models' Newton steps (outer differences)
