@@ -29,6 +29,7 @@ typedef struct {
     double *theta, *omega, *sigma, *pt;
     int n;
     double rel_step;
+    char where[160];                /* the point of the pass under way, for a failure */
 } cov_ctx;
 
 static popk_status ofv_at(cov_ctx *c, const double *p, int commit, double *f, popk_error *err)
@@ -121,6 +122,18 @@ static popk_status finish(popk_estimate_result *res, popk_covstep_kind kind, dou
     return POPK_OK;
 }
 
+/* Name the point p + sk h_k e_k (+ sl h_l e_l when l >= 0) in c->where. */
+static void name_point(cov_ctx *c, int k, int sk, int l, int sl)
+{
+    char a[64], b[64];
+    popk_param_map_label(c->map, k, a, sizeof a);
+    if (l < 0)
+        snprintf(c->where, sizeof c->where, "%s %c h", a, sk > 0 ? '+' : '-');
+    else
+        snprintf(c->where, sizeof c->where, "%s %c h, %s %c h", a, sk > 0 ? '+' : '-',
+                 popk_param_map_label(c->map, l, b, sizeof b), sl > 0 ? '+' : '-');
+}
+
 /* J's column k (popk_estimator_model_passes) from the quadratic models' Newton steps at p +-
  * h e_k. */
 static popk_status learn_direction(cov_ctx *c, const double *p, int k, double h, popk_error *err)
@@ -133,6 +146,7 @@ static popk_status learn_direction(cov_ctx *c, const double *p, int k, double h,
         double unused;
         memcpy(c->pt, p, (size_t)c->n * sizeof *c->pt);
         c->pt[k] = p[k] + side * h;
+        name_point(c, k, side, -1, 0);
         rc = ofv_at(c, c->pt, 0, &unused, err);
     }
     popk_estimator_outer_differences(c->est, 0);
@@ -154,7 +168,7 @@ popk_status popk_estimate_covariance_ex(popk_estimator *est, popk_method method,
 {
     const popk_problem *prob = popk_estimator_problem(est);
     cov_ctx c = {est, method, popk_estimator_map(est), NULL, NULL, NULL, NULL,
-                 popk_param_map_npar(popk_estimator_map(est)), COV_REL_STEP * step_scale};
+                 popk_param_map_npar(popk_estimator_map(est)), COV_REL_STEP * step_scale, ""};
     int n = c.n, ns = prob->nsub, q = prob->neta;
     if (kind == POPK_COV_NONE || n == 0)
         return fail(res, POPK_ERR_ARG, "not requested", err);
@@ -216,10 +230,12 @@ popk_status popk_estimate_covariance_ex(popk_estimator *est, popk_method method,
                 break;
             memcpy(c.pt, res->p, (size_t)n * sizeof *c.pt);
             c.pt[k] = res->p[k] + h[k];
+            name_point(&c, k, 1, -1, 0);
             if ((rc = ofv_at(&c, c.pt, 0, &fplus[k], err)) != POPK_OK)
                 break;
             memcpy(tplus, popk_estimator_trial_terms(est), (size_t)ns * sizeof *tplus);
             c.pt[k] = res->p[k] - h[k];
+            name_point(&c, k, -1, -1, 0);
             if ((rc = ofv_at(&c, c.pt, 0, &fminus[k], err)) != POPK_OK)
                 break;
             const double *tminus = popk_estimator_trial_terms(est);
@@ -249,10 +265,12 @@ popk_status popk_estimate_covariance_ex(popk_estimator *est, popk_method method,
             memcpy(c.pt, res->p, (size_t)n * sizeof *c.pt);
             c.pt[k] += h[k];
             c.pt[l] += h[l];
+            name_point(&c, k, 1, l, 1);
             if ((rc = ofv_at(&c, c.pt, 0, &fpp, err)) != POPK_OK)
                 break;
             c.pt[k] = res->p[k] - h[k];
             c.pt[l] = res->p[l] - h[l];
+            name_point(&c, k, -1, l, -1);
             if ((rc = ofv_at(&c, c.pt, 0, &fmm, err)) != POPK_OK)
                 break;
             double v = (fpp - fplus[k] - fplus[l] + 2.0 * f0 - fminus[k] - fminus[l] + fmm) /
@@ -260,7 +278,14 @@ popk_status popk_estimate_covariance_ex(popk_estimator *est, popk_method method,
             res->R[k * n + l] = res->R[l * n + k] = v;
         }
     if (rc != POPK_OK) {
-        fail(res, rc, "OFV failed at a finite-difference point", NULL);
+        /* which point, and why (an estimate on a boundary: an omega block with a
+         * correlation of +-1 is not positive definite a step away) */
+        char msg[sizeof res->cov_message];
+        if (snprintf(msg, sizeof msg, "OFV failed at the finite-difference point %s: %s",
+                     c.where, err && err->message[0] ? err->message : "no reason given") >=
+            (int)sizeof msg)
+            memcpy(msg + sizeof msg - 4, "...", 4); /* truncated */
+        fail(res, rc, msg, NULL);
         goto out;
     }
     for (int i = 0; i < ns; i++)

@@ -675,6 +675,26 @@ static void test_covariance_failure(void)
     CU_ASSERT(isfinite(r->ofv));
     CU_ASSERT_EQUAL(r->theta[3], 2.0);
     popk_estimate_result_free(r);
+
+    /* an omega block on its boundary (correlation 0.99999 between eta_cl and eta_v): the
+     * second differences step out of the positive definite matrices; the message names the
+     * point and the reason */
+    theo_problem(&p);
+    double om[9] = {0.6, 0, 0, 0, 0.3, 0.99999 * sqrt(0.3 * 0.1), 0, 0.99999 * sqrt(0.3 * 0.1),
+                    0.1};
+    int block[3] = {0, 1, 1};
+    p.omega0 = om;
+    p.omega_block = block;
+    r = popk_estimate(&p, &opt, &err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(r);
+    printf("\n  boundary block: %s\n", r->cov_message);
+    CU_ASSERT_EQUAL(r->cov_status, POPK_ERR_NUMERIC);
+    CU_ASSERT_PTR_NOT_NULL(strstr(r->cov_message, "finite-difference point OMEGA("));
+    CU_ASSERT_PTR_NOT_NULL(strstr(r->cov_message, "not positive definite"));
+    CU_ASSERT_PTR_NULL(r->cov);
+    CU_ASSERT(isfinite(r->ofv));
+    CU_ASSERT_EQUAL(r->omega[5], om[5]);
+    popk_estimate_result_free(r);
 }
 
 static int theo_pred_no_eta(int i, int thread, const double *theta, const double *sigma,
