@@ -267,6 +267,61 @@ static int nan_pred(int i, int thread, const double *theta, const double *sigma,
     return 0;
 }
 
+static long nan_all_preds;
+
+/* from subject 4 (index 3) on, every prediction away from eta = 0 is NaN, so each of those
+ * inner problems fails only after its step halvings, as on a far trial point; counts calls */
+static int nan_all_pred(int i, int thread, const double *theta, const double *sigma,
+                        const double *eta, double *f, double *V, double *G, double *dV,
+                        void *user, popk_error *err)
+{
+    __atomic_fetch_add(&nan_all_preds, 1, __ATOMIC_RELAXED);
+    theo_pred(i, thread, theta, sigma, eta, f, V, G, dV, user, err);
+    if (i >= 3 && (eta[0] != 0.0 || eta[1] != 0.0 || eta[2] != 0.0))
+        f[0] = NAN;
+    return 0;
+}
+
+/* A pass fails as soon as one subject fails, so the subjects after the first failure are
+ * skipped (a far trial point of the outer search failed every subject of ACOP Bolus_2CPTMM
+ * after 144 predictions each); the error is still the first failing subject's in data order,
+ * whatever the threads. */
+static void test_failure_skips(void)
+{
+    popk_problem p;
+    theo_problem(&p);
+    long good; /* a whole pass that succeeds */
+    {
+        popk_error err;
+        popk_estimator *est = popk_estimator_create(&p, 1, &err);
+        double ofv;
+        CU_ASSERT_EQUAL_FATAL(popk_estimator_ofv(est, POPK_METHOD_FOCEI, theo_theta0,
+                                                 theo_omega0, theo_sigma0, &ofv, &err),
+                              POPK_OK);
+        good = popk_estimator_predictions(est);
+        popk_estimator_free(est);
+    }
+    p.pred = nan_all_pred;
+    for (int threads = 1; threads <= 2; threads++) {
+        popk_error err;
+        popk_estimator *est = popk_estimator_create(&p, threads, &err);
+        CU_ASSERT_PTR_NOT_NULL_FATAL(est);
+        double ofv;
+        nan_all_preds = 0;
+        CU_ASSERT_EQUAL(popk_estimator_ofv(est, POPK_METHOD_FOCEI, theo_theta0, theo_omega0,
+                                           theo_sigma0, &ofv, &err), POPK_ERR_NUMERIC);
+        CU_ASSERT_PTR_NOT_NULL(strstr(err.message, "subject 4"));
+        printf("\n  %d thread(s): %ld predictions against %ld for a whole pass that succeeds",
+               threads, nan_all_preds, good);
+        /* 3 good subjects and one failure per thread, not 3 good and 9 failing ones (each
+         * failure costs several times a success: its step halvings, then again from 0) */
+        CU_ASSERT(nan_all_preds < 2 * good);
+        CU_ASSERT(popk_estimator_predictions(est) == nan_all_preds);
+        popk_estimator_free(est);
+    }
+    printf("\n");
+}
+
 static void test_errors(void)
 {
     popk_problem p;
@@ -589,6 +644,7 @@ int main(void)
     CU_add_test(s, "ebe_stationary", test_ebe_stationary);
     CU_add_test(s, "threads_identical", test_threads_identical);
     CU_add_test(s, "errors", test_errors);
+    CU_add_test(s, "failure_skips", test_failure_skips);
     CU_add_test(s, "taylor_passes", test_taylor_passes);
     CU_add_test(s, "posterior", test_posterior);
     CU_add_test(s, "foce_equals_focei_additive", test_foce_equals_focei_additive);
