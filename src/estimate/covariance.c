@@ -56,6 +56,28 @@ static double step_for(const cov_ctx *c, const double *p, int k)
     return c->rel_step * scale;
 }
 
+/* Largest step for parameter k that keeps p +- h inside its domain with room to spare: half
+ * the distance to a theta's bounds, half an omega variance or a sigma SD (a widened step on a
+ * variance estimated near 0, ACOP Bolus_2CPTMM's omega(KM) of 1e-8, would cross 0). */
+static double room_for(const cov_ctx *c, const double *p, int k)
+{
+    popk_param_kind kind;
+    int row, col;
+    popk_param_map_info(c->map, k, &kind, &row, &col);
+    const popk_problem *prob = popk_estimator_problem(c->est);
+    if (kind == POPK_PARAM_THETA) {
+        double room = HUGE_VAL;
+        if (prob->theta_lo && isfinite(prob->theta_lo[row]))
+            room = fmin(room, p[k] - prob->theta_lo[row]);
+        if (prob->theta_hi && isfinite(prob->theta_hi[row]))
+            room = fmin(room, prob->theta_hi[row] - p[k]);
+        return 0.5 * room;
+    }
+    if (kind == POPK_PARAM_OMEGA && row != col)
+        return HUGE_VAL; /* positive definiteness is the pass's to check */
+    return 0.5 * fabs(p[k]);
+}
+
 static popk_status fail(popk_estimate_result *res, popk_status code, const char *msg,
                         popk_error *err)
 {
@@ -253,7 +275,10 @@ popk_status popk_estimate_covariance_ex(popk_estimator *est, popk_method method,
             double wide = d > 0.0 ? sqrt(2.0 * COV_NOISY_DOFV / d) : 10.0 * h[k];
             if (!(wide > h[k]) || !isfinite(wide))
                 break;
-            h[k] = fmin(wide, 100.0 * h[k]);
+            double widest = fmin(100.0 * h[k], room_for(&c, res->p, k));
+            if (!(widest > h[k]))
+                break;
+            h[k] = fmin(wide, widest);
         }
         if (rc != POPK_OK)
             break;

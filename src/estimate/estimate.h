@@ -181,6 +181,7 @@ typedef struct {
     int nlopt_code;           /* NLopt's result */
     int iterations, evaluations; /* outer iterations; OFV passes including gradients */
     popk_optimizer optimizer; /* the one used (POPK_OPT_AUTO resolved) */
+    int continued;            /* BHHH's stop failed its check and SLSQP continued (fit.c) */
     long predictions;         /* subject predictions (calls of pred) of the estimation */
     long cov_predictions;     /* ... of the covariance step */
     double cov_seconds;       /* wall time of the covariance step */

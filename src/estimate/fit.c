@@ -459,6 +459,55 @@ done:
     return status;
 }
 
+/* BHHH's B = 1/2 sum_i g_i g_i' is the OFV's Hessian only near the optimum; away from it B
+ * can exceed the curvature along the gradient so far that the steps, and the promise that
+ * ends the search, shrink geometrically: ACOP Bolus_2CPTMM stopped 192 OFV units above the
+ * optimum while omega(KM) crawled to 0 by a factor 7 per iteration. So a stop is checked: the
+ * diagonal Newton step from a central gradient and the OFV's own diagonal second differences
+ * must promise less than BHHH_CHECK_OFV. The second differences are the covariance step's
+ * (FOCE-I: each subject's model re-expanded about its predicted EBE, covariance.c): the outer
+ * differences' models are exact in the gradient but not in the curvature (on ACOP
+ * Oral_1CPTMM they gave -3.6e5 for log VM, whose curvature is about +2.6e4). Per theta or
+ * sigma four predictions per subject, per omega two. The tolerance is the OFV change that
+ * matters (0.01: a parameter within 0.15 of its SE in the worst direction), not the stall
+ * tolerance: BHHH's last steps gain that little, and the check only catches a false stop.
+ * Returns 1 if confirmed; 0 if not, or on a failure (then c->fatal may be set). */
+#define BHHH_CHECK_STEP 1e-3
+#define BHHH_CHECK_OFV 1e-2
+static int bhhh_confirmed(outer_ctx *c, const double *x)
+{
+    int n = c->npar;
+    popk_estimator_want_hessians(c->est, 2);
+    double f = outer_ofv(c, x, 1);
+    popk_estimator_want_hessians(c->est, 0);
+    if (c->fatal != POPK_OK || !isfinite(f))
+        return 0;
+    outer_keep_best(c, x, f);
+    double base = f, promise = 0.0, h = BHHH_CHECK_STEP;
+    popk_estimator_taylor_base(c->est, &base);
+    memcpy(c->xt, x, (size_t)n * sizeof *x);
+    for (int k = 0; k < n; k++) {
+        /* J's column k from the outer differences' model steps at -+OUTER_FD_STEP (where
+         * those models are accurate), then the model passes at -+h */
+        double v[4];
+        popk_estimator_forget_direction(c->est, k);
+        for (int j = 0; j < 4; j++) {
+            popk_estimator_outer_differences(c->est, j < 2);
+            popk_estimator_model_passes(c->est, j >= 2);
+            c->xt[k] = x[k] + (j % 2 ? 1.0 : -1.0) * (j < 2 ? OUTER_FD_STEP : h);
+            v[j] = outer_ofv(c, c->xt, 0);
+        }
+        popk_estimator_outer_differences(c->est, 0);
+        popk_estimator_model_passes(c->est, 0);
+        c->xt[k] = x[k];
+        double g = (v[3] - v[2]) / (2.0 * h), curv = (v[3] - 2.0 * base + v[2]) / (h * h);
+        if (c->fatal != POPK_OK || !(curv > 0.0) || !isfinite(g))
+            return 0;
+        promise += 0.5 * g * g / curv;
+    }
+    return promise < BHHH_CHECK_OFV;
+}
+
 /* Longest first step of the quasi-Newton search in x, per parameter. x holds a free theta
  * divided by |its initial value|, so 0.1 is a tenth of it: 0.7 on ACOP Oral_1CPTMM's log VM
  * of 7 (a factor 2 on VM). With 1.0 (a factor e^7) or 0.25 the first trial points of that
@@ -504,6 +553,65 @@ static double outer_scale(outer_ctx *c, double *y)
     outer_keep_best(c, c->x_best, f);
     return f;
 }
+
+static nlopt_algorithm nlopt_algo(popk_optimizer o);
+
+/* The NLopt search (algo) from x, restarted as below; x is left at the best point. Returns 0,
+ * or -1 on a fatal error (err set). */
+static int outer_nlopt(outer_ctx *c, double *x, popk_optimizer algo,
+                       const popk_estimate_options *opt, int maxeval, nlopt_result *res,
+                       popk_error *err)
+{
+    int n = c->npar;
+    *res = NLOPT_FAILURE;
+    /* A quasi-Newton search can stop early on a finite-difference gradient that fails to give
+     * descent (NLopt's FAILURE / ROUNDOFF_LIMITED), often far from the optimum after a bad
+     * start; a restart from the best point with fresh curvature continues it. Restarts stop
+     * once one gains less than 1e-6 in OFV. */
+    for (int restart = 0; restart < 5; restart++) {
+        double best_before = c->best;
+        c->opt = nlopt_create(nlopt_algo(algo), (unsigned)n);
+        if (!c->opt) {
+            popk_error_set(err, POPK_ERR_NOMEM, NULL, 0, 0, "cannot create the optimiser");
+            return -1;
+        }
+        nlopt_set_min_objective(c->opt, outer_objective, c);
+        nlopt_set_ftol_rel(c->opt, opt->ftol_rel > 0 ? opt->ftol_rel : 1e-10);
+        nlopt_set_xtol_rel(c->opt, opt->xtol_rel > 0 ? opt->xtol_rel : 1e-7);
+        nlopt_set_maxeval(c->opt, maxeval - c->calls > 1 ? maxeval - c->calls : 1);
+        if (algo == POPK_OPT_BOBYQA)
+            nlopt_set_initial_step1(c->opt, 0.1);
+        if (c->gradient_alg) {
+            outer_scale(c, x);
+            if (c->fatal != POPK_OK) {
+                nlopt_destroy(c->opt);
+                if (err)
+                    *err = c->err;
+                return -1;
+            }
+        } else
+            for (int k = 0; k < n; k++) {
+                c->centre[k] = 0.0;
+                c->xscale[k] = 1.0;
+            }
+        double fmin = HUGE_VAL;
+        *res = nlopt_optimize(c->opt, x, &fmin);
+        nlopt_destroy(c->opt);
+        if (c->fatal != POPK_OK) {
+            if (err)
+                *err = c->err;
+            return -1;
+        }
+        memcpy(x, c->x_best, (size_t)n * sizeof *x);
+        popk_estimator_restore(c->est, c->eta_best, c->x_best);
+        if (c->user_stop || c->stalled || c->calls >= maxeval ||
+            (*res != NLOPT_FAILURE && *res != NLOPT_ROUNDOFF_LIMITED) ||
+            !(c->best < best_before - 1e-6))
+            break;
+    }
+    return 0;
+}
+
 
 void popk_estimate_result_free(popk_estimate_result *res)
 {
@@ -687,10 +795,29 @@ popk_estimate_result *popk_estimate(const popk_problem *prob, const popk_estimat
             goto fail;
         }
         r->nlopt_code = 0;
-        if (st != 0 || c.user_stop)
-            r->status = POPK_ERR_NOCONV;
         memcpy(x, c.x_best, (size_t)n * sizeof *x);
         popk_estimator_restore(est, c.eta_best, c.x_best);
+        if (st == 0 && !c.user_stop && !bhhh_confirmed(&c, x)) {
+            if (c.fatal != POPK_OK) {
+                if (err)
+                    *err = c.err;
+                goto fail;
+            }
+            /* SLSQP from BHHH's point, within what is left of the budget */
+            nlopt_result res = NLOPT_MAXEVAL_REACHED;
+            int left = maxeval - c.evaluations;
+            r->continued = 1;
+            if (left > 1 && outer_nlopt(&c, x, POPK_OPT_SLSQP, opt, left, &res, err) != 0)
+                goto fail;
+            r->nlopt_code = (int)res;
+            if (c.user_stop || res == NLOPT_MAXEVAL_REACHED || res == NLOPT_MAXTIME_REACHED ||
+                (res < 0 && res != NLOPT_ROUNDOFF_LIMITED && !c.stalled) || !isfinite(c.best))
+                st = 1;
+            memcpy(x, c.x_best, (size_t)n * sizeof *x);
+            popk_estimator_restore(est, c.eta_best, c.x_best);
+        }
+        if (st != 0 || c.user_stop)
+            r->status = POPK_ERR_NOCONV;
         popk_param_map_unpack(map, x, r->theta, r->omega, r->sigma);
         if (popk_estimator_pass(est, opt->method, r->theta, r->omega, r->sigma, 1, &r->ofv,
                                 err) != POPK_OK)
@@ -698,51 +825,8 @@ popk_estimate_result *popk_estimate(const popk_problem *prob, const popk_estimat
     } else if (!opt->evaluate_only && n > 0) {
         int maxeval = opt->maxeval > 0 ? opt->maxeval : 2000;
         nlopt_result res = NLOPT_FAILURE;
-        /* A quasi-Newton search can stop early on a finite-difference gradient that fails
-         * to give descent (NLopt's FAILURE / ROUNDOFF_LIMITED), often far from the optimum
-         * after a bad start; a restart from the best point with fresh curvature continues it.
-         * Restarts stop once one gains less than 1e-6 in OFV. */
-        for (int restart = 0; restart < 5; restart++) {
-            double best_before = c.best;
-            c.opt = nlopt_create(nlopt_algo(algo), (unsigned)n);
-            if (!c.opt) {
-                popk_error_set(err, POPK_ERR_NOMEM, NULL, 0, 0, "cannot create the optimiser");
-                goto fail;
-            }
-            nlopt_set_min_objective(c.opt, outer_objective, &c);
-            nlopt_set_ftol_rel(c.opt, opt->ftol_rel > 0 ? opt->ftol_rel : 1e-10);
-            nlopt_set_xtol_rel(c.opt, opt->xtol_rel > 0 ? opt->xtol_rel : 1e-7);
-            nlopt_set_maxeval(c.opt, maxeval - c.calls > 1 ? maxeval - c.calls : 1);
-            if (opt->optimizer == POPK_OPT_BOBYQA)
-                nlopt_set_initial_step1(c.opt, 0.1);
-            if (c.gradient_alg) {
-                outer_scale(&c, x);
-                if (c.fatal != POPK_OK) {
-                    nlopt_destroy(c.opt);
-                    if (err)
-                        *err = c.err;
-                    goto fail;
-                }
-            } else
-                for (int k = 0; k < n; k++) {
-                    c.centre[k] = 0.0;
-                    c.xscale[k] = 1.0;
-                }
-            double fmin = HUGE_VAL;
-            res = nlopt_optimize(c.opt, x, &fmin);
-            nlopt_destroy(c.opt);
-            if (c.fatal != POPK_OK) {
-                if (err)
-                    *err = c.err;
-                goto fail;
-            }
-            memcpy(x, c.x_best, (size_t)n * sizeof *x);
-            popk_estimator_restore(est, c.eta_best, c.x_best);
-            if (c.user_stop || c.stalled || c.calls >= maxeval ||
-                (res != NLOPT_FAILURE && res != NLOPT_ROUNDOFF_LIMITED) ||
-                !(c.best < best_before - 1e-6))
-                break;
-        }
+        if (outer_nlopt(&c, x, algo, opt, maxeval, &res, err) != 0)
+            goto fail;
         r->nlopt_code = (int)res;
         /* ROUNDOFF_LIMITED after the restarts: no finite-difference descent is left, i.e. the
          * optimum to within the OFV's smoothness */

@@ -195,7 +195,8 @@ static popk_status write_fit_yaml(const char *path, const popk_fit_info *info,
         fprintf(f, "  ofv_focei_at_estimates: %.10g\n", info->ofv_focei);
     fprintf(f, "  observations: %d\n  subjects: %d\n  parameters: %d\n", nobs, r->nsub,
             r->npar);
-    fprintf(f, "  optimizer: %s\n", popk_optimizer_name(r->optimizer));
+    fprintf(f, "  optimizer: %s%s\n", popk_optimizer_name(r->optimizer),
+            r->continued ? ", then slsqp" : "");
     fprintf(f, "  iterations: %d\n  evaluations: %d\n  predictions: %ld\n  runtime_s: %.3f\n",
             r->iterations, r->evaluations, r->predictions, info->runtime);
     fprintf(f, "  covariance:\n    status: %s\n", r->cov_status == POPK_OK ? "ok" : "failed");
