@@ -469,7 +469,7 @@ done:
  * differences' models are exact in the gradient but not in the curvature (on ACOP
  * Oral_1CPTMM they gave -3.6e5 for log VM, whose curvature is about +2.6e4). Per theta or
  * sigma four predictions per subject, per omega two. The tolerance is the OFV change that
- * matters (0.01: a parameter within 0.15 of its SE in the worst direction), not the stall
+ * matters (0.01: a parameter within 0.1 of its SE in the worst direction), not the stall
  * tolerance: BHHH's last steps gain that little, and the check only catches a false stop.
  * Returns 1 if confirmed; 0 if not, or on a failure (then c->fatal may be set). */
 #define BHHH_CHECK_STEP 1e-3
@@ -611,7 +611,6 @@ static int outer_nlopt(outer_ctx *c, double *x, popk_optimizer algo,
     }
     return 0;
 }
-
 
 void popk_estimate_result_free(popk_estimate_result *res)
 {
