@@ -807,9 +807,9 @@ static void taylor_keep(const indiv *c, double l, const double *L, taylor_rec *t
     t->ok = taylor_value(c, l, w->grad, w->M1, L, tay_dldm(v), &t->base) == 0;
 }
 
-/* A subject's term in an outer finite-difference pass from its kept model: one prediction at
- * the committed EBE with the perturbed parameters (none when only Omega changed: reuse), then
- * taylor_value. */
+/* A subject's term from its kept model at eta with the pass's parameters: one prediction (none
+ * when only Omega changed and eta is the committed EBE: reuse), then taylor_value. eta is the
+ * committed EBE in the outer differences, its first-order prediction in model passes. */
 static int taylor_ofv(const indiv *c, const double *eta, const double *L, double *v, int reuse,
                       double *value)
 {

@@ -234,12 +234,20 @@ static void outer_x(const outer_ctx *c, const double *y, double *x)
 }
 
 /* OFV and gradient at x, committed (with the Hessians the finite-difference passes use). */
+/* Committed OFV at x, the pass keeping each subject's Hessian and model (how: as
+ * popk_estimator_want_hessians) for the differences that follow. */
+static double outer_commit(outer_ctx *c, const double *x, int how)
+{
+    popk_estimator_want_hessians(c->est, how);
+    double f = outer_ofv(c, x, 1);
+    popk_estimator_want_hessians(c->est, 0);
+    return f;
+}
+
 static double outer_ofv_gradient(outer_ctx *c, const double *x, double *g, double *curv,
                                  int central)
 {
-    popk_estimator_want_hessians(c->est, 1);
-    double f = outer_ofv(c, x, 1);
-    popk_estimator_want_hessians(c->est, 0);
+    double f = outer_commit(c, x, 1);
     outer_gradient(c, x, f, g, curv, central);
     return f;
 }
@@ -318,8 +326,9 @@ static double outer_objective(unsigned n, const double *y, double *grad, void *d
  * Hessian of the OFV approximated by B = 1/2 sum_i g_i g_i' of the subjects' gradients g_i
  * (the outer information matrix of -2 log-likelihood terms), which the outer differences give
  * at no extra cost (forward differences of each subject's term). Step: (B + lambda diag B) d =
- * -g; a trial that does not lower the OFV by a tenth of the model's promise raises lambda
- * tenfold and retries from the same point and gradient; an accepted one lowers it tenfold.
+ * -g; a trial that does not lower the OFV is rejected and retried from the same point and
+ * gradient with more damping (below); an accepted one lowers lambda tenfold if it gained a
+ * tenth of the model's promise, else raises it tenfold.
  * Unlike the quasi-Newton searches it has a full curvature model from the first iteration,
  * which helps strongly correlated parameters (ACOP Oral_1CPTMM's VM and KM). */
 #define BHHH_MAX_TRIES 12
@@ -352,15 +361,6 @@ static void bhhh_gradient(outer_ctx *c, const double *x, double *g, double *gi, 
         }
     }
     popk_estimator_outer_differences(c->est, 0);
-}
-
-/* Committed OFV at x with the models the differences use. */
-static double bhhh_commit(outer_ctx *c, const double *x)
-{
-    popk_estimator_want_hessians(c->est, 1);
-    double f = outer_ofv(c, x, 1);
-    popk_estimator_want_hessians(c->est, 0);
-    return f;
 }
 
 /* The search from x (its OFV f committed with models); x is left at the best point. Returns
@@ -427,7 +427,7 @@ static int outer_bhhh(outer_ctx *c, double *x, double f, int maxeval)
             }
             for (int k = 0; k < n; k++)
                 xn[k] = x[k] + d[k];
-            double fn = bhhh_commit(c, xn);
+            double fn = outer_commit(c, xn, 1);
             if (c->fatal != POPK_OK)
                 goto done;
             if (isfinite(fn) && fn < f) {
@@ -477,9 +477,7 @@ done:
 static int bhhh_confirmed(outer_ctx *c, const double *x)
 {
     int n = c->npar;
-    popk_estimator_want_hessians(c->est, 2);
-    double f = outer_ofv(c, x, 1);
-    popk_estimator_want_hessians(c->est, 0);
+    double f = outer_commit(c, x, 2);
     if (c->fatal != POPK_OK || !isfinite(f))
         return 0;
     outer_keep_best(c, x, f);
@@ -610,6 +608,15 @@ static int outer_nlopt(outer_ctx *c, double *x, popk_optimizer algo,
             break;
     }
     return 0;
+}
+
+/* Whether an NLopt search that ended with res converged. ROUNDOFF_LIMITED after the
+ * restarts: no finite-difference descent is left, i.e. the optimum to within the OFV's
+ * smoothness. */
+static int nlopt_converged(const outer_ctx *c, nlopt_result res)
+{
+    return !(c->user_stop || res == NLOPT_MAXEVAL_REACHED || res == NLOPT_MAXTIME_REACHED ||
+             (res < 0 && res != NLOPT_ROUNDOFF_LIMITED && !c->stalled) || !isfinite(c->best));
 }
 
 void popk_estimate_result_free(popk_estimate_result *res)
@@ -784,53 +791,42 @@ popk_estimate_result *popk_estimate(const popk_problem *prob, const popk_estimat
     if (algo == POPK_OPT_AUTO)
         algo = popk_estimator_noisy(est) ? POPK_OPT_BHHH : POPK_OPT_SLSQP;
     r->optimizer = algo;
-    if (!opt->evaluate_only && n > 0 && algo == POPK_OPT_BHHH) {
-        int maxeval = opt->maxeval > 0 ? opt->maxeval : 2000;
-        double f = bhhh_commit(&c, x);
-        int st = c.fatal == POPK_OK && isfinite(f) ? outer_bhhh(&c, x, f, maxeval) : -1;
-        if (c.fatal != POPK_OK) {
-            if (err)
-                *err = c.err;
-            goto fail;
-        }
-        r->nlopt_code = 0;
-        memcpy(x, c.x_best, (size_t)n * sizeof *x);
-        popk_estimator_restore(est, c.eta_best, c.x_best);
-        if (st == 0 && !c.user_stop && !bhhh_confirmed(&c, x)) {
+    if (!opt->evaluate_only && n > 0) {
+        int maxeval = opt->maxeval > 0 ? opt->maxeval : 2000, converged;
+        if (algo == POPK_OPT_BHHH) {
+            double f = outer_commit(&c, x, 1);
+            int st = c.fatal == POPK_OK && isfinite(f) ? outer_bhhh(&c, x, f, maxeval) : -1;
             if (c.fatal != POPK_OK) {
                 if (err)
                     *err = c.err;
                 goto fail;
             }
-            /* SLSQP from BHHH's point, within what is left of the budget */
-            nlopt_result res = NLOPT_MAXEVAL_REACHED;
-            int left = maxeval - c.evaluations;
-            r->continued = 1;
-            if (left > 1 && outer_nlopt(&c, x, POPK_OPT_SLSQP, opt, left, &res, err) != 0)
-                goto fail;
-            r->nlopt_code = (int)res;
-            if (c.user_stop || res == NLOPT_MAXEVAL_REACHED || res == NLOPT_MAXTIME_REACHED ||
-                (res < 0 && res != NLOPT_ROUNDOFF_LIMITED && !c.stalled) || !isfinite(c.best))
-                st = 1;
+            converged = st == 0;
             memcpy(x, c.x_best, (size_t)n * sizeof *x);
             popk_estimator_restore(est, c.eta_best, c.x_best);
+            if (converged && !c.user_stop && !bhhh_confirmed(&c, x)) {
+                if (c.fatal != POPK_OK) {
+                    if (err)
+                        *err = c.err;
+                    goto fail;
+                }
+                /* SLSQP from BHHH's point, within what is left of the budget */
+                nlopt_result res = NLOPT_MAXEVAL_REACHED;
+                int left = maxeval - c.evaluations;
+                r->continued = 1;
+                if (left > 1 && outer_nlopt(&c, x, POPK_OPT_SLSQP, opt, left, &res, err) != 0)
+                    goto fail;
+                r->nlopt_code = (int)res;
+                converged = nlopt_converged(&c, res);
+            }
+        } else {
+            nlopt_result res = NLOPT_FAILURE;
+            if (outer_nlopt(&c, x, algo, opt, maxeval, &res, err) != 0)
+                goto fail;
+            r->nlopt_code = (int)res;
+            converged = nlopt_converged(&c, res);
         }
-        if (st != 0 || c.user_stop)
-            r->status = POPK_ERR_NOCONV;
-        popk_param_map_unpack(map, x, r->theta, r->omega, r->sigma);
-        if (popk_estimator_pass(est, opt->method, r->theta, r->omega, r->sigma, 1, &r->ofv,
-                                err) != POPK_OK)
-            goto fail;
-    } else if (!opt->evaluate_only && n > 0) {
-        int maxeval = opt->maxeval > 0 ? opt->maxeval : 2000;
-        nlopt_result res = NLOPT_FAILURE;
-        if (outer_nlopt(&c, x, algo, opt, maxeval, &res, err) != 0)
-            goto fail;
-        r->nlopt_code = (int)res;
-        /* ROUNDOFF_LIMITED after the restarts: no finite-difference descent is left, i.e. the
-         * optimum to within the OFV's smoothness */
-        if (c.user_stop || res == NLOPT_MAXEVAL_REACHED || res == NLOPT_MAXTIME_REACHED ||
-            (res < 0 && res != NLOPT_ROUNDOFF_LIMITED && !c.stalled) || !isfinite(c.best))
+        if (!converged || c.user_stop)
             r->status = POPK_ERR_NOCONV;
         popk_param_map_unpack(map, x, r->theta, r->omega, r->sigma);
         if (popk_estimator_pass(est, opt->method, r->theta, r->omega, r->sigma, 1, &r->ofv,
